@@ -1,0 +1,256 @@
+"""Session configuration: read a TOML file, validate it, and fill in defaults.
+
+Every error is a `ConfigError` whose message is one clear line; the CLI prints it and
+exits with status 2. The validated config is a plain dict (JSON-serializable) so it can
+be stored in the session as it is. It never holds a secret: API keys stay in the
+environment and only the *name* of the variable is kept.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+ROLES = ("base", "optimizer", "evaluator")
+DRPO_METHODS = ("drpo", "drpo-icl", "greedy", "monte-carlo", "static-reward")
+METHODS = DRPO_METHODS  # VAPO and PICACO register here when they land
+
+# Temperatures as the reference codes use them (DESIGN §3).
+DEFAULT_TEMPERATURE = {"base": 0.0, "optimizer": 0.2, "evaluator": 0.0}
+DEFAULT_MAX_TOKENS = {"base": 1024, "optimizer": 1500, "evaluator": 1200}
+
+ROLE_KEYS = {"model", "api_base", "api_key_env", "temperature", "max_tokens", "timeout", "extra"}
+
+# DRPO hyper-parameters (paper App. A.1): ICL search W1 M1 D5, prompt search W2 M3 D20, K=2.
+DRPO_SEARCH_DEFAULTS: dict[str, Any] = {
+    "beam_width": 2,
+    "samples_per_state": 3,
+    "depth": 20,
+    "icl_k": 2,
+    "icl_beam_width": 1,
+    "icl_samples_per_state": 1,
+    "icl_depth": 5,
+    "initial_prompt": "You are a helpful assistant.",
+    # "chat": system prompt + ICL pairs as earlier turns; "plain": one `# Query:`/`# Answer:`
+    # text for base (non-chat) models.
+    "layout": "chat",
+    # Options reproducing the authors' code where it differs from the paper:
+    "beam_rank": "reward",          # "reward" (paper) | "path-mean" (code: mean reward on the path)
+    "samples_in_one_call": False,   # code: one optimizer call with n=M instead of M calls
+    "skip_rewrite_above": None,     # code: 4.5 (no rewrite when the state's mean score is above)
+    "monte_carlo_samples": None,    # None: as many as the beam search's optimizer calls
+}
+
+GATEWAY_DEFAULTS: dict[str, Any] = {
+    "concurrency": 8,      # in-flight calls per endpoint
+    "retries": 4,          # transport retries (429, 5xx, timeouts, garbage bodies)
+    "backoff": 0.5,        # first backoff in seconds, doubled each retry (with jitter)
+    "max_backoff": 20.0,
+    "timeout": 120.0,      # per call, seconds
+    "parse_retries": 2,    # new samples asked for when an answer does not parse
+    "cache": True,
+}
+
+DATA_KEYS = {"seed", "icl", "icl_optimized", "seed_limit"}
+TOP_KEYS = {"method", "name", "random_seed", "models", "search", "data", "gateway"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line."""
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a TOML config file. Relative data paths resolve from its folder."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return validate_config(raw, base_dir=p.resolve().parent)
+
+
+def validate_config(raw: dict, base_dir: Path | None = None) -> dict:
+    """Check every key and value, apply defaults, resolve data paths."""
+    raw = copy.deepcopy(raw)
+    _no_unknown(raw, TOP_KEYS, "")
+    method = raw.get("method", "drpo")
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    cfg: dict[str, Any] = {
+        "method": method,
+        "name": str(raw.get("name") or ""),
+        "random_seed": _int(raw.get("random_seed", 0), "random_seed", lo=0),
+        "models": _models(raw.get("models", {}), method),
+        "search": _search(raw.get("search", {}), method),
+        "data": _data(raw.get("data", {}), base_dir),
+        "gateway": _gateway(raw.get("gateway", {})),
+    }
+    return cfg
+
+
+# --------------------------------------------------------------------------- sections
+
+def _models(section: Any, method: str) -> dict:
+    if not isinstance(section, dict):
+        raise ConfigError("[models] must be a table")
+    _no_unknown(section, set(ROLES) | {"default"}, "models")
+    default = section.get("default", {})
+    out = {}
+    for role in ROLES:
+        given = section.get(role, {})
+        for name, table in (("default", default), (role, given)):
+            if not isinstance(table, dict):
+                raise ConfigError(f"[models.{name}] must be a table")
+            _no_unknown(table, ROLE_KEYS, f"models.{name}")
+        merged = {**default, **given}
+        model = merged.get("model")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise ConfigError(f"[models.{role}] model must be a non-empty string")
+        temperature = merged.get("temperature", DEFAULT_TEMPERATURE[role])
+        out[role] = {
+            "model": model,
+            "api_base": _opt_str(merged.get("api_base"), f"models.{role}.api_base"),
+            "api_key_env": _opt_str(merged.get("api_key_env"), f"models.{role}.api_key_env"),
+            "temperature": _float(temperature, f"models.{role}.temperature", lo=0.0, hi=2.0),
+            "max_tokens": _int(merged.get("max_tokens", DEFAULT_MAX_TOKENS[role]),
+                               f"models.{role}.max_tokens", lo=1),
+            "timeout": (None if merged.get("timeout") is None else
+                        _float(merged["timeout"], f"models.{role}.timeout", lo=0.001)),
+            "extra": _table(merged.get("extra", {}), f"models.{role}.extra"),
+        }
+        _reject_secret_values(out[role], role)
+    return out
+
+
+def _search(section: Any, method: str) -> dict:
+    if not isinstance(section, dict):
+        raise ConfigError("[search] must be a table")
+    _no_unknown(section, set(DRPO_SEARCH_DEFAULTS), "search")
+    s = {**DRPO_SEARCH_DEFAULTS, **section}
+    for key in ("beam_width", "samples_per_state", "depth", "icl_beam_width",
+                "icl_samples_per_state", "icl_depth"):
+        s[key] = _int(s[key], f"search.{key}", lo=1)
+    s["icl_k"] = _int(s["icl_k"], "search.icl_k", lo=0)
+    if method == "greedy":
+        s["beam_width"] = 1  # greedy search is beam search with W = 1 (paper App. A.2)
+    if not isinstance(s["initial_prompt"], str):
+        raise ConfigError("search.initial_prompt must be a string")
+    if s["layout"] not in ("chat", "plain"):
+        raise ConfigError("search.layout must be \"chat\" or \"plain\"")
+    if s["beam_rank"] not in ("reward", "path-mean"):
+        raise ConfigError("search.beam_rank must be \"reward\" or \"path-mean\"")
+    if not isinstance(s["samples_in_one_call"], bool):
+        raise ConfigError("search.samples_in_one_call must be true or false")
+    if s["skip_rewrite_above"] is not None:
+        s["skip_rewrite_above"] = _float(s["skip_rewrite_above"], "search.skip_rewrite_above",
+                                         lo=1.0, hi=5.0)
+    if s["monte_carlo_samples"] is not None:
+        s["monte_carlo_samples"] = _int(s["monte_carlo_samples"], "search.monte_carlo_samples",
+                                        lo=1)
+    return s
+
+
+def _data(section: Any, base_dir: Path | None) -> dict:
+    if not isinstance(section, dict):
+        raise ConfigError("[data] must be a table")
+    _no_unknown(section, DATA_KEYS, "data")
+    out: dict[str, Any] = {"seed": None, "icl": None, "icl_optimized": False, "seed_limit": None}
+    for key in ("seed", "icl"):
+        value = section.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"data.{key} must be a file path")
+        path = Path(value).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise ConfigError(f"data.{key}: file not found: {path}")
+        out[key] = str(path.resolve())
+    flag = section.get("icl_optimized", False)
+    if not isinstance(flag, bool):
+        raise ConfigError("data.icl_optimized must be true or false")
+    out["icl_optimized"] = flag
+    if section.get("seed_limit") is not None:
+        out["seed_limit"] = _int(section["seed_limit"], "data.seed_limit", lo=1)
+    return out
+
+
+def _gateway(section: Any) -> dict:
+    if not isinstance(section, dict):
+        raise ConfigError("[gateway] must be a table")
+    _no_unknown(section, set(GATEWAY_DEFAULTS), "gateway")
+    g = {**GATEWAY_DEFAULTS, **section}
+    g["concurrency"] = _int(g["concurrency"], "gateway.concurrency", lo=1)
+    g["retries"] = _int(g["retries"], "gateway.retries", lo=0)
+    g["parse_retries"] = _int(g["parse_retries"], "gateway.parse_retries", lo=0)
+    g["backoff"] = _float(g["backoff"], "gateway.backoff", lo=0.0)
+    g["max_backoff"] = _float(g["max_backoff"], "gateway.max_backoff", lo=0.0)
+    g["timeout"] = _float(g["timeout"], "gateway.timeout", lo=0.001)
+    if not isinstance(g["cache"], bool):
+        raise ConfigError("gateway.cache must be true or false")
+    return g
+
+
+# --------------------------------------------------------------------------- helpers
+
+def missing_models(cfg: dict) -> list[str]:
+    """Roles that have no model configured."""
+    return [role for role in ROLES if not cfg["models"][role]["model"]]
+
+
+def _no_unknown(table: dict, allowed: set, where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            place = f"[{where}]" if where else "top level"
+            raise ConfigError(f"unknown key {key!r} in {place}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _int(value: Any, name: str, lo: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{name} must be at least {lo}, got {value}")
+    return value
+
+
+def _float(value: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{name} must be at least {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{name} must be at most {hi}, got {value}")
+    return float(value)
+
+
+def _opt_str(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string")
+    return value
+
+
+def _table(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return value
+
+
+def _reject_secret_values(role_cfg: dict, role: str) -> None:
+    """Keys belong in the environment; refuse a config that carries one inline."""
+    for key in role_cfg["extra"]:
+        if re.search(r"api_?key|secret|password|access_token|^token$", key.lower()):
+            raise ConfigError(
+                f"[models.{role}.extra] {key}: put secrets in an environment variable and name "
+                f"it with api_key_env; sessions never store keys")

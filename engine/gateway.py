@@ -1,0 +1,329 @@
+"""The one way out to language models: litellm behind roles, limits, retries and a cache.
+
+Roles are `base` (the model being aligned), `optimizer` and `evaluator`. Every call
+goes through `Gateway.call` (plain text) or `Gateway.ask` (an answer that must parse):
+
+* concurrency: one asyncio semaphore per endpoint (api_base, else the provider prefix);
+* retries with exponential backoff and jitter on 429, 5xx, timeouts, connection errors and
+  unreadable bodies; a Retry-After header is honoured. (litellm's own `num_retries`
+  retries every exception on a fixed schedule and hides the attempts from us, so the loop
+  here is ours; each attempt is still a plain `litellm.acompletion`.)
+* a persistent response cache (diskcache) keyed by everything that shapes the answer plus a
+  sample index and a parse-attempt index, so M samples differ yet a resumed or repeated run
+  replays them without paying again;
+* token and cost accounting per role (cost from litellm's price table) and a call log.
+
+A call never raises on provider trouble: it returns a `CallResult` with `error` set.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ROLES = ("base", "optimizer", "evaluator")
+
+
+class CallFailed(Exception):
+    """A call (or all its parse attempts) failed; the message is readable by a person."""
+
+    def __init__(self, message: str, record: dict | None = None):
+        super().__init__(message)
+        self.record = record
+
+
+@dataclass
+class CallResult:
+    texts: list[str]
+    record: dict
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.texts[0] if self.texts else ""
+
+
+@dataclass
+class RoleUsage:
+    calls: int = 0          # logical calls (one per slot of the method's schedule)
+    requests: int = 0       # HTTP requests actually sent, retries included
+    cached: int = 0         # answers served from the cache
+    retries: int = 0        # transport retries
+    parse_retries: int = 0  # extra samples asked for because an answer did not parse
+    errors: int = 0         # logical calls that ended in an error
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _litellm():
+    """Import litellm lazily (it takes seconds) with the network price fetch disabled."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.drop_params = True          # providers that lack `seed` or `n` just ignore them
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+def _retryable(exc: BaseException) -> bool:
+    import litellm
+
+    if isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError)):
+        return True
+    transient = tuple(
+        cls for cls in (
+            getattr(litellm, name, None) for name in (
+                "RateLimitError", "Timeout", "APIConnectionError", "InternalServerError",
+                "ServiceUnavailableError", "BadGatewayError", "APIResponseValidationError")
+        ) if isinstance(cls, type)
+    )
+    if isinstance(exc, transient):
+        return True
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, getattr(litellm, "APIError", ())) and (status is None or status >= 500):
+        return True
+    return False
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        return max(0.0, float(headers.get("retry-after")))
+    except (TypeError, ValueError):
+        return None
+
+
+def _short_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text[:300]
+
+
+class Gateway:
+    """Roles -> litellm calls with limits, retries, cache and accounting."""
+
+    def __init__(self, models: dict, settings: dict, cache_dir: str | Path | None = None,
+                 seed: int = 0, on_event: Callable[[dict], None] | None = None):
+        self.models = models
+        self.settings = settings
+        self.seed = seed
+        self.on_event = on_event
+        self.usage = {role: RoleUsage() for role in ROLES}
+        self.log: list[dict] = []
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._cache = None
+        if cache_dir is not None and settings.get("cache", True):
+            import diskcache
+
+            self._cache = diskcache.Cache(str(cache_dir))
+        self._next_id = 0
+
+    # ------------------------------------------------------------------ state
+
+    def export_state(self) -> dict:
+        return {"usage": {r: u.to_dict() for r, u in self.usage.items()}, "next_id": self._next_id}
+
+    def import_state(self, state: dict) -> None:
+        for role, data in state.get("usage", {}).items():
+            self.usage[role] = RoleUsage(**data)
+        self._next_id = state.get("next_id", 0)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+    # ------------------------------------------------------------------ calls
+
+    def _endpoint(self, role: str) -> str:
+        cfg = self.models[role]
+        return cfg.get("api_base") or (cfg["model"] or "").split("/", 1)[0]
+
+    def _semaphore(self, endpoint: str) -> asyncio.Semaphore:
+        if endpoint not in self._semaphores:
+            self._semaphores[endpoint] = asyncio.Semaphore(self.settings["concurrency"])
+        return self._semaphores[endpoint]
+
+    def cache_key(self, role: str, messages: list[dict], sample: int, attempt: int, n: int,
+                  extra: dict) -> str:
+        cfg = self.models[role]
+        payload = {
+            "model": cfg["model"], "api_base": cfg.get("api_base"),
+            "temperature": cfg["temperature"], "max_tokens": cfg["max_tokens"],
+            "extra": cfg.get("extra", {}), "messages": messages, "n": n,
+            "sample": sample, "attempt": attempt, "call": extra, "seed": self.seed,
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    async def call(self, role: str, messages: list[dict], *, purpose: str, node: str | None = None,
+                   sample: int = 0, attempt: int = 0, n: int = 1, stop: list[str] | None = None,
+                   response_format: dict | None = None, count: bool = True) -> CallResult:
+        """One completion for `role`. Never raises for provider trouble: see `.error`.
+
+        `count=False` marks a parse retry: it is not a new slot in the method's schedule.
+        """
+        cfg = self.models[role]
+        usage = self.usage[role]
+        if count:
+            usage.calls += 1
+        else:
+            usage.parse_retries += 1
+        self._next_id += 1
+        record = {
+            "id": f"c{self._next_id}", "role": role, "model": cfg["model"], "purpose": purpose,
+            "node": node, "sample": sample, "attempt": attempt, "cached": False, "requests": 0,
+            "tokens_in": 0, "tokens_out": 0, "cost": 0.0, "latency": 0.0, "error": None,
+            "t": time.time(),
+        }
+        self._emit({"kind": "call_started", "call": record["id"], "role": role,
+                    "purpose": purpose, "node": node})
+        call_extra = {"stop": stop, "response_format": response_format}
+        key = self.cache_key(role, messages, sample, attempt, n, call_extra)
+        texts: list[str] | None = None
+        if self._cache is not None:
+            hit = self._cache.get(key)
+            if hit is not None:
+                texts = hit["texts"]
+                record.update(cached=True, tokens_in=hit.get("tokens_in", 0),
+                              tokens_out=hit.get("tokens_out", 0))
+                usage.cached += 1
+        error = None
+        if texts is None:
+            texts, error = await self._request(role, cfg, messages, sample, attempt, n, stop,
+                                               response_format, record)
+            if error is None and self._cache is not None:
+                self._cache.set(key, {"texts": texts, "tokens_in": record["tokens_in"],
+                                      "tokens_out": record["tokens_out"]})
+        if error:
+            usage.errors += 1
+        record["error"] = error
+        self.log.append(record)
+        self._emit({"kind": "call_finished", "call": record["id"], "role": role,
+                    "purpose": purpose, "node": node, "cached": record["cached"],
+                    "tokens_in": record["tokens_in"], "tokens_out": record["tokens_out"],
+                    "cost": record["cost"], "latency": record["latency"], "error": error})
+        return CallResult(texts=texts or [], record=record, error=error)
+
+    async def _request(self, role, cfg, messages, sample, attempt, n, stop, response_format,
+                       record) -> tuple[list[str], str | None]:
+        if not cfg.get("model"):
+            return [], f"no model configured for role {role!r}"
+        kwargs: dict[str, Any] = {
+            "model": cfg["model"], "messages": messages, "temperature": cfg["temperature"],
+            "max_tokens": cfg["max_tokens"], "n": n,
+            "timeout": cfg.get("timeout") or self.settings["timeout"],
+            "num_retries": 0, "max_retries": 0,
+            # providers that accept a seed get one derived from the session's seed
+            "seed": (self.seed * 1_000_003 + sample * 7919 + attempt) % (2 ** 31),
+            **cfg.get("extra", {}),
+        }
+        if n == 1:
+            kwargs.pop("n")
+        if cfg.get("api_base"):
+            kwargs["api_base"] = cfg["api_base"]
+        if cfg.get("api_key_env"):
+            key = os.environ.get(cfg["api_key_env"])
+            if not key:
+                return [], f"environment variable {cfg['api_key_env']} is not set (role {role})"
+            kwargs["api_key"] = key
+        if stop:
+            kwargs["stop"] = stop
+        if response_format:
+            kwargs["response_format"] = response_format
+        litellm = _litellm()
+        usage = self.usage[role]
+        retries = self.settings["retries"]
+        last_error = None
+        started = time.monotonic()
+        async with self._semaphore(self._endpoint(role)):
+            for i in range(retries + 1):
+                record["requests"] += 1
+                usage.requests += 1
+                try:
+                    response = await litellm.acompletion(**kwargs)
+                    texts = [((c.message.content if c.message else None) or "")
+                             for c in response.choices]
+                    self._account(role, response, record)
+                    record["latency"] = round(time.monotonic() - started, 4)
+                    return texts, None
+                except Exception as exc:  # provider trouble of any kind
+                    last_error = _short_error(exc)
+                    if i >= retries or not _retryable(exc):
+                        break
+                    usage.retries += 1
+                    wait = _retry_after(exc)
+                    if wait is None:
+                        base = self.settings["backoff"] * (2 ** i)
+                        wait = base * (0.5 + random.random())
+                    await asyncio.sleep(min(wait, self.settings["max_backoff"]))
+        record["latency"] = round(time.monotonic() - started, 4)
+        return [], last_error
+
+    def _account(self, role: str, response: Any, record: dict) -> None:
+        usage = self.usage[role]
+        u = getattr(response, "usage", None)
+        tin = int(getattr(u, "prompt_tokens", 0) or 0)
+        tout = int(getattr(u, "completion_tokens", 0) or 0)
+        cost = 0.0
+        try:
+            cost = float(_litellm().completion_cost(completion_response=response) or 0.0)
+        except Exception:  # unknown model: no price in the table
+            cost = 0.0
+        record.update(tokens_in=tin, tokens_out=tout, cost=cost)
+        usage.tokens_in += tin
+        usage.tokens_out += tout
+        usage.cost += cost
+
+    async def ask(self, role: str, messages: list[dict], parse: Callable[[str], Any], *,
+                  purpose: str, node: str | None = None, sample: int = 0,
+                  response_format: dict | None = None, stop: list[str] | None = None) -> tuple[Any, dict]:
+        """A call whose answer must parse. Retries with fresh samples, then raises CallFailed.
+
+        Returns (parsed value, record of the successful call).
+        """
+        from .parsing import ParseError
+
+        reasons = []
+        record: dict | None = None
+        for attempt in range(self.settings["parse_retries"] + 1):
+            result = await self.call(role, messages, purpose=purpose, node=node, sample=sample,
+                                     attempt=attempt, response_format=response_format, stop=stop,
+                                     count=(attempt == 0))
+            record = result.record
+            if result.error:
+                raise CallFailed(f"{purpose}: {result.error}", record)
+            try:
+                return parse(result.text), record
+            except ParseError as exc:
+                reasons.append(str(exc))
+                record["error"] = f"unparseable answer: {exc}"
+        raise CallFailed(f"{purpose}: answer did not parse after {len(reasons)} tries "
+                         f"({'; '.join(dict.fromkeys(reasons))})", record)
+
+    def _emit(self, event: dict) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                pass  # a broken listener must not break a call
+
+    def totals(self) -> dict:
+        return {
+            "calls": {r: u.calls for r, u in self.usage.items()},
+            "cost": round(sum(u.cost for u in self.usage.values()), 6),
+            "tokens": {r: {"in": u.tokens_in, "out": u.tokens_out} for r, u in self.usage.items()},
+        }

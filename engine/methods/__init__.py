@@ -1,0 +1,1 @@
+"""Search methods. Each one advances by explicit steps (see engine.runner)."""

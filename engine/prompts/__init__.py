@@ -1,0 +1,1 @@
+"""Meta-prompts, written in our own words, one module per method."""

@@ -1,0 +1,321 @@
+"""The runner: one per session. It owns the method, the tree and the gateway.
+
+`step()` performs exactly one unit of the method and then saves the whole session
+(tree, method state, counters, event log, call log). Because every LLM answer is also in
+the gateway's persistent cache, a process killed in the middle of a step replays that step
+on resume without paying for the calls it had already made.
+
+A person's operations (prune, unprune, edit critique, regenerate, hand-written prompt,
+edit aspects, accept) go through the runner too; each is logged as an event with actor
+"user" and saved at once. Steps and operations never overlap (one asyncio lock).
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+import time
+import uuid
+from typing import Any, Callable, Protocol
+
+from .config import missing_models
+from .gateway import Gateway
+from .methods.drpo import DRPO
+from .tree import Tree
+
+SCHEMA_VERSION = 1
+
+
+class Store(Protocol):
+    """What the runner needs from a session store (sessions.store implements it)."""
+
+    def save(self, session: dict) -> None: ...
+
+
+class NoModelError(RuntimeError):
+    pass
+
+
+def make_method(cfg: dict, state: dict | None = None):
+    if cfg["method"] in ("drpo", "drpo-icl", "greedy", "monte-carlo", "static-reward"):
+        return DRPO(cfg, state)
+    raise ValueError(f"unknown method {cfg['method']!r}")
+
+
+class Context:
+    """What a method sees while it works: the tree, the gateway, the step number, events."""
+
+    def __init__(self, runner: "Runner"):
+        self._runner = runner
+
+    @property
+    def tree(self) -> Tree:
+        return self._runner.tree
+
+    @property
+    def gateway(self) -> Gateway:
+        return self._runner.gateway
+
+    @property
+    def step(self) -> int:
+        return self._runner.session["steps"]
+
+    def rng(self, purpose: str) -> random.Random:
+        """A random source derived from the session seed and a purpose (replayable)."""
+        return random.Random(f"{self._runner.session['config']['random_seed']}:{purpose}")
+
+    def emit(self, kind: str, node: str | None = None, **payload) -> None:
+        self._runner.emit(kind, node, actor="engine", **payload)
+
+
+class Runner:
+    def __init__(self, session: dict, store: Store | None = None, cache_dir=None,
+                 on_event: Callable[[dict], None] | None = None):
+        self.session = session
+        self.store = store
+        self.listeners: list[Callable[[dict], None]] = [on_event] if on_event else []
+        cfg = session["config"]
+        self.tree = Tree.from_dict(session["tree"])
+        self.method = make_method(cfg, session["method_state"])
+        self.gateway = Gateway(cfg["models"], cfg["gateway"], cache_dir=cache_dir,
+                               seed=cfg["random_seed"], on_event=self._on_call_event)
+        self.gateway.import_state(session.get("gateway", {}))
+        self.gateway.log = list(session.get("call_log", []))
+        self.ctx = Context(self)
+        self._lock = asyncio.Lock()
+        self._pause = False
+        self.running = False
+
+    # ------------------------------------------------------------------ creation
+
+    @classmethod
+    def create(cls, cfg: dict, seed_queries: list[str], icl: list[tuple[str, str]], *,
+               store: Store | None = None, cache_dir=None, session_id: str | None = None,
+               on_event=None) -> "Runner":
+        now = time.time()
+        session = {
+            "schema": SCHEMA_VERSION, "id": session_id or uuid.uuid4().hex[:8],
+            "name": cfg.get("name") or "", "method": cfg["method"], "config": cfg,
+            "status": "new", "steps": 0, "created": now, "updated": now,
+            "tree": Tree().to_dict(), "method_state": {}, "events": [], "call_log": [],
+            "gateway": {}, "planned_calls": {}, "accepted": None,
+        }
+        runner = cls(session, store=store, cache_dir=cache_dir, on_event=on_event)
+        runner.method.setup(runner.ctx, seed_queries, icl)
+        session["planned_calls"] = runner.method.plan()
+        runner.emit("session_created", None, actor="user", method=cfg["method"],
+                    planned_calls=session["planned_calls"])
+        runner.save()
+        return runner
+
+    # ------------------------------------------------------------------ events & saving
+
+    def emit(self, kind: str, node: str | None, actor: str = "engine", **payload) -> dict:
+        event = {"t": round(time.time(), 3), "step": self.session["steps"], "actor": actor,
+                 "kind": kind, "node": node, "payload": payload}
+        self.session["events"].append(event)
+        self._notify(event)
+        return event
+
+    def _on_call_event(self, event: dict) -> None:
+        # call events go to listeners (live UI); the call log itself is saved with the session
+        self._notify({"t": round(time.time(), 3), "step": self.session["steps"],
+                      "actor": "engine", "kind": event["kind"], "node": event.get("node"),
+                      "payload": event})
+
+    def _notify(self, event: dict) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                pass
+
+    def snapshot(self) -> dict:
+        """The whole session as plain JSON (a deep copy, safe to hand to another thread)."""
+        s = self.session
+        s["tree"] = self.tree.to_dict()
+        s["method_state"] = self.method.state
+        s["gateway"] = self.gateway.export_state()
+        s["call_log"] = self.gateway.log
+        s["accepted"] = self.tree.accepted()
+        s["updated"] = time.time()
+        return copy.deepcopy(s)
+
+    def save(self) -> None:
+        if self.store is not None:
+            self.store.save(self.snapshot())
+        else:
+            self.snapshot()
+
+    # ------------------------------------------------------------------ stepping
+
+    @property
+    def done(self) -> bool:
+        return self.method.done
+
+    def check_models(self) -> None:
+        missing = missing_models(self.session["config"])
+        if missing:
+            raise NoModelError(
+                f"no model configured for {', '.join(missing)}: set [models.default] (or "
+                f"[models.base], [models.optimizer], [models.evaluator]) to a litellm model string")
+
+    async def step(self) -> list[dict]:
+        """Run exactly one unit of the method, then save. Returns the events it produced."""
+        async with self._lock:
+            if self.method.done:
+                return []
+            self.check_models()
+            first = len(self.session["events"])
+            label = self.method.describe_next()
+            self.session["status"] = "running"
+            self.emit("step_started", None, label=label)
+            await self.method.step(self.ctx)
+            self.session["steps"] += 1
+            self.session["status"] = self._status_after_step()
+            self.emit("step_finished", None, label=label, calls=self.gateway.totals()["calls"])
+            if self.method.done:
+                self.emit("run_finished", self.method.final_node(self.ctx),
+                          best=self.method.best_node(self.ctx))
+            self.save()
+            return self.session["events"][first:]
+
+    def _status_after_step(self) -> str:
+        if not self.method.done:
+            return "paused"
+        final = self.method.final_node(self.ctx)
+        if final is None or self.tree[final]["reward"] is None:
+            return "failed"  # the search could not judge even its root
+        return "done"
+
+    async def run(self, steps: int | None = None, until: str = "end") -> int:
+        """Step until done, paused, `steps` units, or (until="level") the level changes."""
+        self._pause = False
+        self.running = True
+        done_steps = 0
+        start_key = self.method.level_key()
+        try:
+            while not self.method.done and not self._pause:
+                if steps is not None and done_steps >= steps:
+                    break
+                await self.step()
+                done_steps += 1
+                if until == "level" and self.method.level_key() != start_key:
+                    break
+        finally:
+            self.running = False
+        return done_steps
+
+    def pause(self) -> None:
+        """Let the step in flight finish, then stop before the next one."""
+        self._pause = True
+
+    # ------------------------------------------------------------------ a person's operations
+
+    async def _operation(self, kind: str, node: str | None, work, planned: dict | None = None,
+                         **payload) -> Any:
+        async with self._lock:
+            result = await work() if asyncio.iscoroutinefunction(work) else work()
+            if planned:
+                for role, n in planned.items():
+                    self.session["planned_calls"][role] = self.session["planned_calls"].get(role, 0) + n
+            self.emit(kind, node, actor="user", **payload)
+            self.save()
+            return result
+
+    def _node(self, node_id: str) -> dict:
+        if node_id not in self.tree:
+            raise KeyError(f"no node {node_id!r} in this session")
+        return self.tree[node_id]
+
+    async def prune(self, node_id: str) -> None:
+        node = self._node(node_id)
+        if node["kind"] == "root":
+            raise ValueError("a root cannot be pruned")
+
+        def work():
+            node["meta"]["status_before_prune"] = node["status"]
+            node["status"] = "pruned"
+        await self._operation("prune", node_id, work)
+
+    async def unprune(self, node_id: str) -> None:
+        node = self._node(node_id)
+        if node["status"] != "pruned":
+            raise ValueError("this node is not pruned")
+
+        def work():
+            node["status"] = node["meta"].pop("status_before_prune", "open")
+        await self._operation("unprune", node_id, work)
+
+    async def edit_critique(self, node_id: str, text: str) -> None:
+        node = self._node(node_id)
+
+        def work():
+            node["critique"] = text
+            node["meta"]["critique_edited"] = True
+        await self._operation("edit_critique", node_id, work, text=text)
+
+    async def regenerate(self, node_id: str) -> dict:
+        self._node(node_id)
+        with_base = self.tree[node_id]["meta"].get("phase") == "prompt"
+        async def work():
+            return await self.method.regenerate(self.ctx, node_id)
+        child = await self._operation(
+            "regenerate", node_id, work,
+            planned={"optimizer": 1, "evaluator": 1, "base": 1 if with_base else 0})
+        return child
+
+    async def add_human(self, parent_id: str, text: str) -> dict:
+        if not text.strip():
+            raise ValueError("the prompt is empty")
+        parent = self._node(parent_id)
+        with_base = parent["meta"].get("phase") == "prompt"
+        async def work():
+            return await self.method.add_human(self.ctx, parent_id, text)
+        child = await self._operation("add_human", parent_id, work, text=text,
+                                      planned={"evaluator": 1, "base": 1 if with_base else 0})
+        return child
+
+    async def edit_aspects(self, query: str, aspects: list[str]) -> list[str]:
+        holder: dict = {}
+
+        async def work():
+            holder["ids"] = await self.method.edit_aspects(self.ctx, query, aspects)
+            return holder["ids"]
+        ids = await self._operation("edit_aspects", None, work, query=query, aspects=aspects)
+        self.session["planned_calls"]["evaluator"] += len(ids)
+        self.save()
+        return ids
+
+    async def accept(self, node_id: str) -> None:
+        node = self._node(node_id)
+        if node["status"] == "failed" or not node["text"]:
+            raise ValueError("a failed node cannot be accepted")
+
+        def work():
+            for other in self.tree.nodes.values():
+                other["accepted"] = False
+            node["accepted"] = True
+        await self._operation("accept", node_id, work)
+
+    # ------------------------------------------------------------------ summaries
+
+    def summary(self) -> dict:
+        """The object `promptarbor run --json` prints (DESIGN §8)."""
+        best_id = self.method.best_node(self.ctx)
+        final_id = self.method.final_node(self.ctx)
+        best = self.tree[best_id] if best_id else None
+        final = self.tree[final_id] if final_id else None
+        status = self.session["status"]
+        if status in ("new", "running"):
+            status = "paused"
+        return {
+            "session": self.session["id"], "status": status,
+            "steps": self.session["steps"], "calls": self.gateway.totals()["calls"],
+            "planned_calls": dict(self.session["planned_calls"]),
+            "cost": self.gateway.totals()["cost"],
+            "best": ({"node": best["id"], "reward": best["reward"], "text": best["text"]}
+                     if best else None),
+            "final": {"node": final["id"], "text": final["text"]} if final else None,
+            "accepted": self.tree.accepted(),
+        }

@@ -1,0 +1,117 @@
+"""Shared fixtures: the repo on sys.path, a fake OpenAI-compatible server answering like
+a base model, an optimizer and an evaluator would, and config files pointing at it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+for p in (str(ROOT), str(TESTS)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from fake_llm import FakeLLMServer  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+FAKE_KEY = "sk-test-never-store-this-7f3a9c"
+
+
+def _h(*parts) -> int:
+    return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16)
+
+
+def _between(text: str, start: str, end: str = "\n>>>") -> str:
+    i = text.find(start)
+    if i < 0:
+        return ""
+    i += len(start)
+    j = text.find(end, i)
+    return text[i:j if j >= 0 else None]
+
+
+def drpo_responder(request: dict, index: int) -> str:
+    """Deterministic answers keyed on what the meta-prompt asks for."""
+    messages = request.get("messages", [])
+    last = messages[-1]["content"] if messages else ""
+    salt = f"{request.get('seed')}:{index}"
+    if '"selected_aspects"' in last:
+        query = _between(last, "User query:\n<<<\n")
+        pool = ["Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety",
+                "Limitations", "Empathy"]
+        k = 2 + _h(query) % 3
+        start = _h(query, "s") % len(pool)
+        chosen = [pool[(start + i) % len(pool)] for i in range(k)]
+        return json.dumps({"query_analysis": {"main_topic": query[:30], "user_intent": "learn",
+                                              "ambiguities": "none", "response_format": "prose",
+                                              "challenges": "none"},
+                           "aspects_selection": {"reasoning": f"chosen for {query[:20]}",
+                                                 "selected_aspects": chosen}})
+    if '"new_system_prompt"' in last:
+        current = _between(last, "Current system prompt:\n<<<\n")
+        bullet = f"- Tip {_h(current, salt) % 1000}: be clear and honest."
+        return "Here you go:\n```json\n" + json.dumps({
+            "analysis": "clarity was weak", "thought": "add a bullet",
+            "new_system_prompt": f"{current}\n{bullet}"}) + "\n```"
+    if '"new_response"' in last:
+        current = _between(last, "Current example answer:\n<<<\n")
+        return json.dumps({"analysis": "a", "thought": "t",
+                           "new_response": f"{current} (improved {_h(current, salt) % 100})"})
+    if "Aspects to rate:" in last:
+        block = last.split("Aspects to rate:\n", 1)[1].split("\n\n", 1)[0]
+        aspects = re.findall(r"^- ([^:]+):", block, flags=re.M)
+        answer = _between(last, "Answer to rate:\n<<<\n")
+        return json.dumps({a: {"rationale": f"{a} looks fine", "score": 1 + _h(answer, a) % 5}
+                           for a in aspects})
+    # the base model answering a user query under some system prompt
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    return f"Answer {_h(system, last) % 10000} to: {last[:60]}"
+
+
+@pytest.fixture
+def fake_server():
+    with FakeLLMServer(responder=drpo_responder) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_key(monkeypatch):
+    monkeypatch.setenv("PA_FAKE_KEY", FAKE_KEY)
+    return FAKE_KEY
+
+
+def write_config(path: Path, base_url: str, method: str = "drpo", search: dict | None = None,
+                 data: dict | None = None, gateway: dict | None = None, name: str = "") -> Path:
+    """A TOML config whose three roles are served by the fake server."""
+    search = {"beam_width": 2, "samples_per_state": 2, "depth": 2, "icl_k": 0,
+              "icl_depth": 1, **(search or {})}
+    data = {"icl_optimized": True, **(data or {})}
+    gateway = {"retries": 3, "backoff": 0.01, "max_backoff": 0.05, "timeout": 5.0,
+               **(gateway or {})}
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        return str(v)
+
+    lines = [f'method = "{method}"', f'name = "{name}"', ""]
+    for role in ("base", "optimizer", "evaluator"):
+        lines += [f"[models.{role}]", f'model = "openai/fake-{role}"', f'api_base = "{base_url}"',
+                  'api_key_env = "PA_FAKE_KEY"', ""]
+    for section, table in (("search", search), ("data", data), ("gateway", gateway)):
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {value(v)}" for k, v in table.items() if v is not None]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

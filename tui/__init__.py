@@ -1,0 +1,1 @@
+"""PromptArbor's faces: the command line (tui.cli) and, later, the Textual workbench."""
