@@ -57,7 +57,7 @@ __all__ = [
 MAX_CANDIDATES = 20          # containers tried per pass over the text
 MAX_FENCES = 10              # fenced blocks looked at before the whole text
 MAX_TRUNCATION_CUTS = 3      # incomplete trailing items dropped from a truncated object
-REPAIR_BUDGET = 400_000      # characters re-scanned while repairing truncated objects
+REPAIR_BUDGET = 100_000      # characters re-scanned while repairing truncated objects
 MAX_SEARCH_NODES = 200       # nested dicts visited when looking for a key
 
 
@@ -181,56 +181,73 @@ _TOKEN_RE = re.compile(rf"{_STRING}|{_SINGLE}|[{{}}\[\]]", re.S)
 _REPAIR_TOKEN_RE = re.compile(rf"{_STRING}|{_SINGLE}|[{{}}\[\],]", re.S)
 
 
-class _Container(NamedTuple):
-    """A bracketed region found by the scan."""
-    depth: int          # how many containers enclose it
-    start: int
-    end: Optional[int]  # None: never closed (truncated answer)
-    opener: str         # "{" or "["
-    suffix: str         # for truncated ones: the text that would close it
+MAX_DEPTH = 500  # deeper nesting cannot be parsed anyway (json's recursion limit)
 
 
-def _scan_containers(text: str) -> list[_Container]:
-    """Find ``{...}`` and ``[...]`` regions, respecting strings; outermost first.
+class _Scan(NamedTuple):
+    """Result of :func:`_scan_containers`.
 
-    Runs in one pass. Outside any container quotes are ignored (they are prose).
-    A mismatched closing bracket abandons the containers currently open.
-    Containers still open at the end are returned with the suffix that closes them.
+    ``containers`` holds plain tuples ``(depth, start, end, opener)`` sorted outermost
+    first, then by position: ``depth`` counts the enclosing containers, ``end`` is None
+    for a container never closed (a truncated answer), ``opener`` is "{" or "[".
+    """
+    containers: list[tuple[int, int, Optional[int], str]]
+    closers: str       # closes every container left open, innermost first
+    open_string: str   # closes a string left open at the end ("" if none)
+
+    def suffix(self, depth: int) -> str:
+        """The text that closes the truncated container at ``depth`` and all inside it."""
+        return self.open_string + self.closers[: len(self.closers) - depth]
+
+
+def _scan_containers(text: str) -> _Scan:
+    """Find ``{...}`` and ``[...]`` regions in one linear pass, respecting strings.
+
+    Outside any container quotes are ignored (they belong to prose). A mismatched
+    closing bracket, or nesting deeper than MAX_DEPTH, abandons the open containers.
     """
     stack: list[tuple[str, int]] = []
-    found: list[_Container] = []
+    found: list[tuple[int, int, Optional[int], str]] = []
     open_string = ""
-    pos, size = 0, len(text)
-    while pos < size:
-        if not stack:
-            match = _OPENER_RE.search(text, pos)
-            if match is None:
-                break
-            stack.append((match.group(), match.start()))
-            pos = match.end()
-            continue
-        match = _TOKEN_RE.search(text, pos)
-        if match is None:
+    pos = 0
+    while not stack:
+        opening = _OPENER_RE.search(text, pos)
+        if opening is None:
             break
-        pos = match.end()
-        first = match.group()[0]
-        if first in "{[":
-            stack.append((first, match.start()))
-        elif first in "}]":
-            opener, start = stack[-1]
-            if _CLOSER[opener] == first:
-                stack.pop()
-                found.append(_Container(len(stack), start, pos, opener, ""))
-            else:
-                stack.clear()
-        elif first == '"' and match.group("q") is None:
-            open_string = ("\\" if match.group("bs") else "") + '"'
-    closers = "".join(_CLOSER[opener] for opener, _ in reversed(stack))
+        stack.append((opening.group(), opening.start()))
+        pos, open_string = _scan_inside(text, opening.end(), stack, found)
+    # Whatever is still open ran into the end of the text.
     for depth, (opener, start) in enumerate(stack):
-        suffix = open_string + closers[: len(stack) - depth]
-        found.append(_Container(depth, start, None, opener, suffix))
-    found.sort(key=lambda c: (c.depth, c.start))
-    return found
+        found.append((depth, start, None, opener))
+    found.sort()
+    closers = "".join(_CLOSER[opener] for opener, _ in reversed(stack))
+    return _Scan(found, closers, open_string)
+
+
+def _scan_inside(text: str, pos: int, stack: list, found: list) -> tuple[int, str]:
+    """Read tokens from ``pos`` until ``stack`` is empty again or the text ends.
+
+    Records closed containers in ``found``. Returns (position reached, the quote that
+    closes a string left open at the end of the text, or "").
+    """
+    for match in _TOKEN_RE.finditer(text, pos):
+        first = match.group()[0]
+        if first == "{" or first == "[":
+            stack.append((first, match.start()))
+            if len(stack) > MAX_DEPTH:
+                stack.clear()
+                return match.end(), ""
+        elif first == "}" or first == "]":
+            opener, start = stack.pop()
+            if _CLOSER[opener] != first:
+                stack.clear()
+                return match.end(), ""
+            found.append((len(stack), start, match.end(), opener))
+            if not stack:
+                return match.end(), ""
+        elif first == '"' and match.group("q") is None:
+            return len(text), ("\\" if match.group("bs") else "") + '"'
+    return len(text), ""
 
 
 def _truncation_state(text: str) -> tuple[Optional[str], Optional[int]]:
@@ -246,6 +263,8 @@ def _truncation_state(text: str) -> tuple[Optional[str], Optional[int]]:
         first = token[0]
         if first in "{[":
             stack.append(first)
+            if len(stack) > MAX_DEPTH:
+                return None, None
         elif first in "}]":
             if not stack or _CLOSER[stack.pop()] != first:
                 return None, None
@@ -270,6 +289,7 @@ _PYTHON_RE = re.compile(
 )
 _PY_WORDS = {"true": "True", "false": "False", "null": "None"}
 _RAW_CONTROL = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_PYTHONIZE_HINTS = ("true", "false", "null", *_RAW_CONTROL)
 
 
 def _keep_strings(match: re.Match) -> str:
@@ -309,9 +329,11 @@ class _Attempts:
             self.first_error = str(error)[:120]
 
     def spend(self, amount: int) -> bool:
-        """Use ``amount`` of the repair budget; False when it is used up."""
+        """Use ``amount`` of the repair budget; False (and nothing used) if too little is left."""
+        if amount > self.budget:
+            return False
         self.budget -= amount
-        return self.budget >= 0
+        return True
 
 
 def _loads_lenient(text: str, attempts: _Attempts) -> Any:
@@ -326,10 +348,12 @@ def _loads_lenient(text: str, attempts: _Attempts) -> Any:
             return json.loads(cleaned, strict=False)
         except Exception:
             pass
+    if any(part in cleaned for part in _PYTHONIZE_HINTS):
+        cleaned = _PYTHON_RE.sub(_pythonize, cleaned)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escapes such as "\d"
-            return ast.literal_eval(_PYTHON_RE.sub(_pythonize, cleaned))
+            return ast.literal_eval(cleaned)
     except Exception:  # SyntaxError, ValueError, RecursionError, MemoryError, ...
         return _FAIL
 
@@ -373,15 +397,16 @@ def _candidates(text: str, want_lists: bool) -> Iterator[tuple[str, Optional[str
     sources.append(text)
     seen: set[tuple[str, bool]] = set()
     for source in sources:
-        for container in _scan_containers(source):
-            if container.opener == "[" and not want_lists:
+        scan = _scan_containers(source)
+        for depth, start, end, opener in scan.containers:
+            if opener == "[" and not want_lists:
                 continue
-            truncated = container.end is None
-            candidate = source[container.start: container.end]
+            truncated = end is None
+            candidate = source[start:end]
             if (candidate, truncated) in seen:
                 continue
             seen.add((candidate, truncated))
-            yield candidate, (container.suffix if truncated else None)
+            yield candidate, (scan.suffix(depth) if truncated else None)
 
 
 def _iter_parsed(text: str, attempts: _Attempts, want_lists: bool = False) -> Iterator[Any]:

@@ -77,7 +77,7 @@ def _progress(event: dict) -> None:
     p = event["payload"]
     if kind == "step_finished":
         calls = p.get("calls", {})
-        print(f"step {event["step"]}: {p['label']}  (calls: base {calls.get('base', 0)}, "
+        print(f"step {event['step']}: {p['label']}  (calls: base {calls.get('base', 0)}, "
               f"optimizer {calls.get('optimizer', 0)}, evaluator {calls.get('evaluator', 0)})",
               file=sys.stderr, flush=True)
     elif kind in ("warning", "node_failed"):

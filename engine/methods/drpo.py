@@ -280,8 +280,10 @@ class DRPO:
             tasks.append(self._expand(ctx, ctx.tree[beam[0]], t, count, offset, record))
         else:
             M = self.search["icl_samples_per_state"] if self.phase == "icl" else self.search["samples_per_state"]
+            # sample indices differ per level, so a beam state carried over to a later level
+            # gets fresh rewrites rather than its cached ones
             for node_id in beam:
-                tasks.append(self._expand(ctx, ctx.tree[node_id], t, M, 0, record))
+                tasks.append(self._expand(ctx, ctx.tree[node_id], t, M, (t - 1) * M, record))
         await asyncio.gather(*tasks)
         s["stage"], s["level"] = "score", t
 
