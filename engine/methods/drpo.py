@@ -205,7 +205,11 @@ class DRPO:
     def level_key(self) -> tuple:
         """Changes when a level (or a whole ICL example at its root) is complete."""
         s = self.state
-        return (s["phase_index"], s["example"], s["level"], s["done"])
+        if s["stage"] == "root":
+            completed = -1
+        else:
+            completed = s["level"] if s["stage"] == "expand" else s["level"] - 1
+        return (s["phase_index"], s["example"], completed, s["done"])
 
     def describe_next(self) -> str:
         s = self.state
