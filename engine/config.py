@@ -19,6 +19,8 @@ except ModuleNotFoundError:  # pragma: no cover
     import tomli as tomllib  # type: ignore[no-redef]
 
 ROLES = ("base", "optimizer", "evaluator")
+# The embedded model (engine.local_model): the default for any role left unset.
+LOCAL_MODEL = "local/smollm2"
 DRPO_METHODS = ("drpo", "drpo-icl", "greedy", "monte-carlo", "static-reward")
 METHODS = DRPO_METHODS  # VAPO and PICACO register here when they land
 
@@ -90,10 +92,15 @@ def validate_config(raw: dict, base_dir: Path | None = None) -> dict:
         "name": str(raw.get("name") or ""),
         "random_seed": _int(raw.get("random_seed", 0), "random_seed", lo=0),
         "models": _models(raw.get("models", {}), method),
+        "local_default": [],
         "search": _search(raw.get("search", {}), method),
         "data": _data(raw.get("data", {}), base_dir),
         "gateway": _gateway(raw.get("gateway", {})),
     }
+    for role in ROLES:
+        if not cfg["models"][role]["model"]:
+            cfg["models"][role]["model"] = LOCAL_MODEL
+            cfg["local_default"].append(role)
     return cfg
 
 
@@ -204,8 +211,18 @@ def _gateway(section: Any) -> dict:
 # --------------------------------------------------------------------------- helpers
 
 def missing_models(cfg: dict) -> list[str]:
-    """Roles that have no model configured."""
+    """Roles that have no model configured (none after validation: the embedded one fills in)."""
     return [role for role in ROLES if not cfg["models"][role]["model"]]
+
+
+def local_default_note(cfg: dict) -> str | None:
+    """The one-line notice shown when the embedded model stands in for unset roles."""
+    roles = cfg.get("local_default") or []
+    if not roles:
+        return None
+    which = "every role" if len(roles) == len(ROLES) else ", ".join(roles)
+    return (f"using the embedded local model ({LOCAL_MODEL}) for {which}; "
+            f"set [models] to use another")
 
 
 def _no_unknown(table: dict, allowed: set, where: str) -> None:

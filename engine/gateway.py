@@ -73,6 +73,9 @@ def _litellm():
     litellm.drop_params = True          # providers that lack `seed` or `n` just ignore them
     litellm.suppress_debug_info = True
     litellm.telemetry = False
+    from .local_model import register
+
+    register(litellm)  # `local/smollm2`: the embedded model, as a litellm provider
     return litellm
 
 
@@ -290,12 +293,19 @@ class Gateway:
 
     async def ask(self, role: str, messages: list[dict], parse: Callable[[str], Any], *,
                   purpose: str, node: str | None = None, sample: int = 0,
-                  response_format: dict | None = None, stop: list[str] | None = None) -> tuple[Any, dict]:
+                  schema: dict | None = None, stop: list[str] | None = None) -> tuple[Any, dict]:
         """A call whose answer must parse. Retries with fresh samples, then raises CallFailed.
 
-        Returns (parsed value, record of the successful call).
+        `schema` (the answer's JSON schema) is sent to providers that decode under one: the
+        embedded model. Others get the meta-prompt's own format instructions, and every
+        answer is parsed robustly either way. Returns (parsed value, record of the call).
         """
         from .parsing import ParseError
+
+        response_format = None
+        if schema is not None and self.structured(role):
+            response_format = {"type": "json_schema",
+                               "json_schema": {"name": purpose.replace(" ", "_"), "schema": schema}}
 
         reasons = []
         record: dict | None = None
@@ -311,8 +321,15 @@ class Gateway:
             except ParseError as exc:
                 reasons.append(str(exc))
                 record["error"] = f"unparseable answer: {exc}"
+        self.usage[role].errors += 1
         raise CallFailed(f"{purpose}: answer did not parse after {len(reasons)} tries "
                          f"({'; '.join(dict.fromkeys(reasons))})", record)
+
+    def structured(self, role: str) -> bool:
+        """Whether this role's model decodes under a JSON schema (the embedded model does)."""
+        from .local_model import PROVIDER
+
+        return (self.models[role]["model"] or "").startswith(PROVIDER + "/")
 
     def _emit(self, event: dict) -> None:
         if self.on_event is not None:

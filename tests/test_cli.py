@@ -128,7 +128,8 @@ def test_second_writer_is_refused(tmp_path, fake_server):
     ('method = "drpo"\n[data]\nseed = "missing.jsonl"', "data.seed: file not found"),
     ('method = "drpo"\n[serch]\ndepth = 2', "unknown key 'serch'"),
     ('method = "drpo"\n[models.base\n', "not valid TOML"),
-    ('method = "drpo"', "no model configured for base, optimizer, evaluator"),
+    ('method = "drpo"\n[models.base]\nmodel = ""', "[models.base] model must be a non-empty string"),
+    ('method = "drpo"\n[models.base]\nmodel = "x"\nextra = { api_key = "sk-1" }', "put secrets in an environment variable"),
 ])
 def test_config_errors_exit_2_with_one_line(tmp_path, body, needle):
     cfg = tmp_path / "bad.toml"

@@ -102,13 +102,6 @@ def cmd_run(args) -> int:
     try:
         if args.config:
             cfg = load_config(args.config)
-            from engine.config import missing_models
-            missing = missing_models(cfg)
-            if missing:
-                raise ConfigError(
-                    f"no model configured for {', '.join(missing)}: set [models.default] (or "
-                    f"[models.<role>]) to a litellm model string such as \"openai/gpt-4o-mini\"; "
-                    f"this version has no embedded local model yet")
             if args.session and store.exists(args.session):
                 raise ConfigError(f"session {args.session} already exists; run with "
                                   f"--session {args.session} and no CONFIG to resume it")
@@ -129,6 +122,11 @@ def cmd_run(args) -> int:
         _err(str(exc))
         return EXIT_STORE
 
+    from engine.config import local_default_note
+
+    note = local_default_note(runner.session["config"])
+    if note:
+        print(note, file=sys.stderr)
     if not args.json:
         plan = runner.session["planned_calls"]
         print(f"session {runner.session['id']} ({runner.session['method']}): planned calls "

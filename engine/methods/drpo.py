@@ -392,7 +392,7 @@ class DRPO:
             sel, _ = await ctx.gateway.ask(
                 "evaluator", [{"role": "user", "content": P.reward_selection(query)}],
                 lambda text: parse_reward_selection(text, P.ASPECTS),
-                purpose="reward selection")
+                purpose="reward selection", schema=P.selection_schema())
             entry = {"aspects": sel.aspects, "reasoning": sel.reasoning,
                      "analysis": sel.analysis, "new_aspects": sel.new_aspects,
                      "source": "selected", "warnings": sel.warnings}
@@ -429,7 +429,8 @@ class DRPO:
                                selection.get("new_aspects"))
             scores, record = await ctx.gateway.ask(
                 "evaluator", [{"role": "user", "content": prompt}],
-                lambda text: parse_scores(text, aspects), purpose="score", node=node["id"])
+                lambda text: parse_scores(text, aspects), purpose="score", node=node["id"],
+                schema=P.scores_schema(aspects))
             self._note_call(node, record)
         except CallFailed as exc:
             if not aspects_task.done():
@@ -474,7 +475,8 @@ class DRPO:
         try:
             answer, record = await ctx.gateway.ask(
                 "optimizer", messages, lambda text: parse_json_fields(text, fields, (key,)),
-                purpose="rewrite", node=child["id"], sample=sample)
+                purpose="rewrite", node=child["id"], sample=sample,
+                schema=P.transition_schema(key))
         except CallFailed as exc:
             if exc.record:
                 self._note_call(child, exc.record)
@@ -623,7 +625,7 @@ class DRPO:
                     scores, record = await ctx.gateway.ask(
                         "evaluator", [{"role": "user", "content": prompt}],
                         lambda text: parse_scores(text, list(aspects)), purpose="score",
-                        node=node["id"])
+                        node=node["id"], schema=P.scores_schema(list(aspects)))
                 except CallFailed as exc:
                     ctx.emit("warning", node["id"], message=f"re-scoring failed: {exc}")
                     return

@@ -203,3 +203,46 @@ def plain_messages(system_prompt: str, examples: list[tuple[str, str]], query: s
         parts += ["# Query:", f"```{q}```", "", "# Answer:", f"```{a}```", ""]
     parts += ["# Query:", f"```{query}```", "", "# Answer:", "```"]
     return [{"role": "user", "content": "\n".join(parts)}]
+
+
+# ---------------------------------------------------------------- JSON schemas of the answers
+# Given to providers that decode under a schema (the embedded model builds a grammar from
+# them). String lengths are capped so a small model cannot ramble past max_tokens.
+
+def _text(limit: int) -> dict:
+    return {"type": "string", "maxLength": limit}
+
+
+def selection_schema() -> dict:
+    analysis_keys = ("main_topic", "user_intent", "ambiguities", "response_format", "challenges")
+    return {
+        "type": "object",
+        "properties": {
+            "query_analysis": {"type": "object",
+                               "properties": {k: _text(120) for k in analysis_keys},
+                               "required": list(analysis_keys)},
+            "aspects_selection": {
+                "type": "object",
+                "properties": {
+                    "reasoning": _text(300),
+                    "selected_aspects": {"type": "array", "minItems": 2, "maxItems": 5,
+                                         "items": {"type": "string", "enum": list(ASPECTS)}},
+                },
+                "required": ["reasoning", "selected_aspects"],
+            },
+        },
+        "required": ["query_analysis", "aspects_selection"],
+    }
+
+
+def scores_schema(aspects: list[str]) -> dict:
+    item = {"type": "object",
+            "properties": {"rationale": _text(200), "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
+            "required": ["rationale", "score"]}
+    return {"type": "object", "properties": {a: item for a in aspects}, "required": list(aspects)}
+
+
+def transition_schema(key: str, limit: int = 1500) -> dict:
+    return {"type": "object",
+            "properties": {"analysis": _text(300), "thought": _text(300), key: _text(limit)},
+            "required": ["analysis", "thought", key]}
