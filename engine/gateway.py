@@ -338,6 +338,14 @@ class Gateway:
             except Exception:
                 pass  # a broken listener must not break a call
 
+    def parse_first_time(self) -> float | None:
+        """Share of structured calls whose first answer parsed (None before any)."""
+        first = [r for r in self.log if r["attempt"] == 0 and r["purpose"] != "answer"]
+        if not first:
+            return None
+        bad = sum(1 for r in first if (r.get("error") or "").startswith("unparseable"))
+        return round(1 - bad / len(first), 4)
+
     def totals(self) -> dict:
         return {
             "calls": {r: u.calls for r, u in self.usage.items()},

@@ -112,7 +112,10 @@ class LocalModel:
 
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
-            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            try:
+                self._grammars[key] = LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
+            except UnsupportedSchema:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]
 
     def complete(self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 512,
@@ -139,6 +142,67 @@ class LocalModel:
                 "prompt_tokens": int(usage.get("prompt_tokens", 0)),
                 "completion_tokens": int(usage.get("completion_tokens", 0)),
                 "seconds": elapsed, "cut_tokens": cut}
+
+
+# ---------------------------------------------------------------------- schema -> grammar
+
+class UnsupportedSchema(ValueError):
+    pass
+
+
+_GBNF_TAIL = r'''
+char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})
+space ::= " "?
+'''
+
+
+def schema_to_gbnf(schema: dict) -> str:
+    """A llama.cpp grammar for the JSON-schema subset our meta-prompts use.
+
+    Objects with fixed properties (all emitted, in order), strings with maxLength or enum,
+    integers with enum, arrays with items/minItems/maxItems. llama-cpp-python's own converter
+    spells maxLength as nested optionals, which llama.cpp refuses past a few hundred
+    characters; here it is the bounded repetition `char{0,N}`.
+    """
+    rules: dict[str, str] = {}
+
+    def literal(value: str) -> str:
+        return json.dumps(json.dumps(value))
+
+    def rule(node: dict, name: str) -> str:
+        kind = node.get("type")
+        if "enum" in node:
+            body = " | ".join(literal(v) if isinstance(v, str) else json.dumps(str(v))
+                              for v in node["enum"])
+            rules[name] = f"({body}) space"
+        elif kind == "string":
+            limit = int(node.get("maxLength", 2000))
+            rules[name] = f'"\\"" char{{0,{limit}}} "\\"" space'
+        elif kind == "integer":
+            rules[name] = '"-"? [0-9]{1,6} space'
+        elif kind == "array":
+            item = rule(node.get("items", {"type": "string"}), f"{name}-item")
+            lo, hi = int(node.get("minItems", 0)), node.get("maxItems")
+            if lo < 1 or hi is None:
+                raise UnsupportedSchema("arrays need minItems >= 1 and maxItems")
+            rest = f'("," space {item}){{{lo - 1},{int(hi) - 1}}}'
+            rules[name] = f'"[" space {item} {rest} "]" space'
+        elif kind == "object":
+            props = node.get("properties") or {}
+            if not props:
+                raise UnsupportedSchema("objects need properties")
+            parts = []
+            for i, (key, sub) in enumerate(props.items()):
+                sub_name = f"{name}-{i}"
+                rule(sub, sub_name)
+                parts.append(f'{literal(key)} space ":" space {sub_name}')
+            rules[name] = '"{" space ' + ' "," space '.join(parts) + ' "}" space'
+        else:
+            raise UnsupportedSchema(f"type {kind!r}")
+        return name
+
+    rule(schema, "root")
+    return "\n".join(f"{k} ::= {v}" for k, v in rules.items()) + _GBNF_TAIL
 
 
 # ---------------------------------------------------------------------- litellm provider

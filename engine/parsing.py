@@ -56,8 +56,9 @@ __all__ = [
 # Limits that keep the work per answer bounded.
 MAX_CANDIDATES = 20          # containers tried per pass over the text
 MAX_FENCES = 10              # fenced blocks looked at before the whole text
+MAX_RESCANS = 3              # rescans after a "{" that never closes
 MAX_TRUNCATION_CUTS = 3      # incomplete trailing items dropped from a truncated object
-REPAIR_BUDGET = 100_000      # characters re-scanned while repairing truncated objects
+REPAIR_BUDGET = 300_000      # characters of slow (pure Python) repair work per answer
 MAX_SEARCH_NODES = 200       # nested dicts visited when looking for a key
 
 
@@ -194,41 +195,47 @@ class _Scan(NamedTuple):
     containers: list[tuple[int, int, Optional[int], str]]
     closers: str       # closes every container left open, innermost first
     open_string: str   # closes a string left open at the end ("" if none)
+    text_end: int      # where truncated containers end (drops a dangling backslash)
 
     def suffix(self, depth: int) -> str:
         """The text that closes the truncated container at ``depth`` and all inside it."""
         return self.open_string + self.closers[: len(self.closers) - depth]
 
 
-def _scan_containers(text: str) -> _Scan:
-    """Find ``{...}`` and ``[...]`` regions in one linear pass, respecting strings.
+def _scan_containers(text: str, pos: int = 0) -> _Scan:
+    """Find ``{...}`` and ``[...]`` regions from ``pos`` in one linear pass.
 
-    Outside any container quotes are ignored (they belong to prose). A mismatched
-    closing bracket, or nesting deeper than MAX_DEPTH, abandons the open containers.
+    String literals are respected inside containers; outside any container quotes are
+    ignored (they belong to prose). A mismatched closing bracket, or nesting deeper than
+    MAX_DEPTH, abandons the open containers.
     """
     stack: list[tuple[str, int]] = []
     found: list[tuple[int, int, Optional[int], str]] = []
-    open_string = ""
-    pos = 0
+    cut_string = ""
     while not stack:
         opening = _OPENER_RE.search(text, pos)
         if opening is None:
             break
         stack.append((opening.group(), opening.start()))
-        pos, open_string = _scan_inside(text, opening.end(), stack, found)
+        pos, cut_string = _scan_inside(text, opening.end(), stack, found)
+    # A string cut off by the end of the text needs a closing quote; a dangling
+    # backslash is dropped first, or it would escape that quote.
+    text_end = len(text) - 1 if cut_string == "\\" else len(text)
+    open_string = '"' if cut_string else ""
     # Whatever is still open ran into the end of the text.
     for depth, (opener, start) in enumerate(stack):
         found.append((depth, start, None, opener))
     found.sort()
     closers = "".join(_CLOSER[opener] for opener, _ in reversed(stack))
-    return _Scan(found, closers, open_string)
+    return _Scan(found, closers, open_string, text_end)
 
 
 def _scan_inside(text: str, pos: int, stack: list, found: list) -> tuple[int, str]:
     """Read tokens from ``pos`` until ``stack`` is empty again or the text ends.
 
-    Records closed containers in ``found``. Returns (position reached, the quote that
-    closes a string left open at the end of the text, or "").
+    Records closed containers in ``found``. Returns (position reached, cut_string) where
+    cut_string tells how a string cut off by the end of the text ends: "" (no such
+    string), '"' (it just stops) or "\\" (it stops with a dangling backslash).
     """
     for match in _TOKEN_RE.finditer(text, pos):
         first = match.group()[0]
@@ -246,7 +253,7 @@ def _scan_inside(text: str, pos: int, stack: list, found: list) -> tuple[int, st
             if not stack:
                 return match.end(), ""
         elif first == '"' and match.group("q") is None:
-            return len(text), ("\\" if match.group("bs") else "") + '"'
+            return len(text), "\\" if match.group("bs") else '"'
     return len(text), ""
 
 
@@ -271,7 +278,7 @@ def _truncation_state(text: str) -> tuple[Optional[str], Optional[int]]:
         elif first == ",":
             last_comma = match.start()
         elif first == '"' and match.group("q") is None:
-            open_string = ("\\" if match.group("bs") else "") + '"'
+            open_string = '"'
     closers = "".join(_CLOSER[opener] for opener in reversed(stack))
     return open_string + closers, last_comma
 
@@ -317,7 +324,12 @@ def _pythonize(match: re.Match) -> str:
 
 
 class _Attempts:
-    """Book-keeping for one search: the first error seen and the repair budget."""
+    """Book-keeping for one search: the first error seen and the repair budget.
+
+    Plain ``json.loads`` is fast and always tried; the repairs (cleaning, Python
+    literals, re-scanning truncated objects) spend from a budget of characters, so a
+    huge answer full of near-JSON cannot make parsing slow.
+    """
 
     def __init__(self) -> None:
         self.tried = 0
@@ -342,6 +354,8 @@ def _loads_lenient(text: str, attempts: _Attempts) -> Any:
         return json.loads(text, strict=False)
     except Exception as error:  # JSONDecodeError, RecursionError, huge ints, ...
         attempts.note(error)
+    if not attempts.spend(len(text)):  # the repairs below are slower: keep them bounded
+        return _FAIL
     cleaned = _clean_json(text)
     if cleaned != text:
         try:
@@ -387,26 +401,36 @@ _FENCE_RE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 _SMART_DOUBLE = {ord("“"): '"', ord("”"): '"', ord("„"): '"', ord("‟"): '"'}
 
 
-def _candidates(text: str, want_lists: bool) -> Iterator[tuple[str, Optional[str]]]:
-    """Yield (candidate text, closing suffix or None) in preference order, no repeats.
+def _candidates(text: str, want_lists: bool,
+                seen: set[tuple[str, bool]]) -> Iterator[tuple[str, Optional[str]]]:
+    """Yield (candidate text, closing suffix or None) in preference order.
+
+    Candidates already in ``seen`` are skipped (and new ones added to it).
 
     Fenced blocks come first, then the whole text; inside each, outer containers before
-    nested ones, earlier before later.
+    nested ones, earlier before later. A container that runs to the end of the text may
+    just be a stray "{" in prose that swallowed the real answer, so the text after its
+    opening bracket is scanned again (at most MAX_RESCANS times).
     """
     sources = [m.group(1) for _, m in zip(range(MAX_FENCES), _FENCE_RE.finditer(text))]
     sources.append(text)
-    seen: set[tuple[str, bool]] = set()
     for source in sources:
-        scan = _scan_containers(source)
-        for depth, start, end, opener in scan.containers:
-            if opener == "[" and not want_lists:
-                continue
-            truncated = end is None
-            candidate = source[start:end]
-            if (candidate, truncated) in seen:
-                continue
-            seen.add((candidate, truncated))
-            yield candidate, (scan.suffix(depth) if truncated else None)
+        pos = 0
+        for _ in range(MAX_RESCANS + 1):
+            scan = _scan_containers(source, pos)
+            for depth, start, end, opener in scan.containers:
+                if opener == "[" and not want_lists:
+                    continue
+                truncated = end is None
+                candidate = source[start:scan.text_end if truncated else end]
+                if (candidate, truncated) in seen:
+                    continue
+                seen.add((candidate, truncated))
+                yield candidate, (scan.suffix(depth) if truncated else None)
+            if not scan.closers:   # nothing ran into the end of the text
+                break
+            pos = min(start for depth, start, end, _ in scan.containers
+                      if end is None and depth == 0) + 1
 
 
 def _iter_parsed(text: str, attempts: _Attempts, want_lists: bool = False) -> Iterator[Any]:
@@ -414,9 +438,10 @@ def _iter_parsed(text: str, attempts: _Attempts, want_lists: bool = False) -> It
     passes = [text]
     if any(ch in text for ch in "“”„‟"):
         passes.append(text.translate(_SMART_DOUBLE))
+    seen: set[tuple[str, bool]] = set()
     for source in passes:
         tried = 0
-        for candidate, suffix in _candidates(source, want_lists):
+        for candidate, suffix in _candidates(source, want_lists, seen):
             if tried >= MAX_CANDIDATES:
                 break
             tried += 1
@@ -477,11 +502,13 @@ _SCORE_WRAPPING = " \t\r\n[]()*`\"'"
 def _score_problem(value: Any, lo: float, hi: float) -> tuple[float, str]:
     """Read a score. Returns (score, "") or (nan, reason the score is unusable)."""
     bad = math.nan
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]                      # [4] -> 4 (one level only)
+        if isinstance(value, (list, tuple)):
+            return bad, f"must be a number, got {type(value).__name__}"
     if isinstance(value, bool):
         return bad, f"must be a number, got {value}"
-    if isinstance(value, (list, tuple)) and len(value) == 1 and not isinstance(value[0], (list, tuple)):
-        value = value[0]
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int):
         if not lo <= value <= hi:
             return bad, f"out of range {_fmt_number(lo)}-{_fmt_number(hi)}: {_short(value)}"
         return float(value), ""
@@ -556,7 +583,7 @@ def _name_from_text(text: str) -> str:
     return text.strip(_DECORATION + "\t\r\n")
 
 
-def _selected_names(raw: Any, warnings_: list[str]) -> list[str]:
+def _selected_names(raw: Any, notes: list[str]) -> list[str]:
     """Aspect names from a list, a comma-separated string or a {name: reason} dict."""
     if isinstance(raw, str):
         items: list[Any] = re.split(r"[,;\n]", raw)
@@ -578,11 +605,11 @@ def _selected_names(raw: Any, warnings_: list[str]) -> list[str]:
             if name:
                 names.append(name)
         else:
-            warnings_.append(f"ignored a selected aspect that is not a name: {_short(item)}")
+            notes.append(f"ignored a selected aspect that is not a name: {_short(item)}")
     return names
 
 
-def _new_aspect_definitions(raw: Any, warnings_: list[str]) -> dict[str, str]:
+def _new_aspect_definitions(raw: Any, notes: list[str]) -> dict[str, str]:
     """New aspects as {normalized name: definition} from a dict, list or lines of text."""
     pairs: list[tuple[Any, Any]] = []
     if isinstance(raw, dict):
@@ -596,7 +623,7 @@ def _new_aspect_definitions(raw: Any, warnings_: list[str]) -> dict[str, str]:
     elif isinstance(raw, str):
         pairs = [tuple(line.split(":", 1)) for line in raw.splitlines() if ":" in line]
     elif raw is not None and raw is not _MISSING:
-        warnings_.append(f"ignored new_aspects of type {type(raw).__name__}")
+        notes.append(f"ignored new_aspects of type {type(raw).__name__}")
     definitions = {}
     for name, definition in pairs:
         if isinstance(definition, dict):
@@ -604,7 +631,7 @@ def _new_aspect_definitions(raw: Any, warnings_: list[str]) -> dict[str, str]:
         if not isinstance(name, str) or not normalize_name(name):
             continue
         if not isinstance(definition, str) or not definition.strip():
-            warnings_.append(f"new aspect {_short(name)} has no definition")
+            notes.append(f"new aspect {_short(name)} has no definition")
             continue
         definitions.setdefault(normalize_name(name), definition.strip())
     return definitions
@@ -624,18 +651,18 @@ def _find_selection(obj: dict) -> Any:
     return value
 
 
-def _analysis_of(obj: dict, warnings_: list[str]) -> dict:
+def _analysis_of(obj: dict, notes: list[str]) -> dict:
     """The query analysis as a dict ({} with a warning if absent or not a dict)."""
     analysis = _find_key(obj, "query analysis", "analysis", max_depth=1)
     if isinstance(analysis, dict):
         return analysis
     if isinstance(analysis, str) and analysis.strip():
         return {"summary": analysis.strip()}
-    warnings_.append("no query_analysis given")
+    notes.append("no query_analysis given")
     return {}
 
 
-def _reasoning_of(obj: dict, warnings_: list[str]) -> str:
+def _reasoning_of(obj: dict, notes: list[str]) -> str:
     """The selection reasoning as text ("" with a warning if absent)."""
     selection = _lookup(obj, "aspects selection")
     reasoning = _MISSING
@@ -645,12 +672,12 @@ def _reasoning_of(obj: dict, warnings_: list[str]) -> str:
         reasoning = _find_key(obj, "reasoning", "reason", "rationale")
     text = _to_text(reasoning).strip() if reasoning is not _MISSING else ""
     if not text:
-        warnings_.append("no reasoning given for the aspect selection")
+        notes.append("no reasoning given for the aspect selection")
     return text
 
 
 def _resolve_aspects(names: list[str], catalogue: Mapping[str, str],
-                     definitions: dict[str, str], warnings_: list[str]
+                     definitions: dict[str, str], notes: list[str]
                      ) -> tuple[list[str], dict[str, str], list[str]]:
     """Map names to catalogue spelling or defined new aspects; drop and dedupe the rest.
 
@@ -672,14 +699,22 @@ def _resolve_aspects(names: list[str], catalogue: Mapping[str, str],
             new_aspects[name] = definitions[norm]
         else:
             dropped.append(name)
-            warnings_.append(f"dropped unknown aspect {_short(name)} "
-                             "(not in the catalogue and no definition given)")
+            notes.append(f"dropped unknown aspect {_short(name)} "
+                         "(not in the catalogue and no definition given)")
             continue
         seen.add(norm)
     for norm in definitions:
         if norm not in seen and norm not in by_norm:
-            warnings_.append(f"new aspect {_short(norm)} was defined but not selected; ignored")
+            notes.append(f"new aspect {_short(norm)} was defined but not selected; ignored")
     return aspects, new_aspects, dropped
+
+
+def _dropped_note(dropped: list[str], limit: int = 5) -> str:
+    """ " (dropped: A, B, ...)" for an error message, or "" if nothing was dropped."""
+    if not dropped:
+        return ""
+    shown = ", ".join(name if len(name) <= 30 else name[:27] + "..." for name in dropped[:limit])
+    return f" (dropped: {shown}{', ...' if len(dropped) > limit else ''})"
 
 
 def parse_reward_selection(text: str, catalogue: Mapping[str, str],
@@ -720,9 +755,8 @@ def parse_reward_selection(text: str, catalogue: Mapping[str, str],
         aspects = aspects[:max_aspects]
         new_aspects = {k: v for k, v in new_aspects.items() if k in aspects}
     if len(aspects) < min_aspects:
-        detail = f" (dropped: {', '.join(dropped)})" if dropped else ""
         raise ParseError(f"only {len(aspects)} usable aspects selected, "
-                         f"need at least {min_aspects}{detail}")
+                         f"need at least {min_aspects}{_dropped_note(dropped)}")
     return RewardSelection(
         analysis=_analysis_of(data, notes),
         reasoning=_reasoning_of(data, notes),
@@ -844,31 +878,40 @@ _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f",
 
 
 def _json_unescape(raw: str) -> str:
-    """Decode the escapes of a JSON string body, tolerating broken or cut-off ones."""
-    raw = _INCOMPLETE_ESCAPE_RE.sub("", raw)
-    try:
-        return json.loads(f'"{raw}"', strict=False)
-    except Exception:
-        pass
+    """Decode the escapes of a JSON string body, tolerating broken or cut-off ones.
+
+    Unknown escapes such as ``\\d`` are kept as written.
+    """
+    for body in (raw, _INCOMPLETE_ESCAPE_RE.sub("", raw)):
+        try:
+            return json.loads(f'"{body}"', strict=False)
+        except Exception:
+            pass
 
     def replace(match: re.Match) -> str:
         code = match.group(1)
         if len(code) == 5:
             return chr(int(code[1:], 16))
-        return _SIMPLE_ESCAPES.get(code, code)
+        return _SIMPLE_ESCAPES.get(code, "\\" + code)
 
-    return _ESCAPE_RE.sub(replace, raw)
+    return _ESCAPE_RE.sub(replace, _INCOMPLETE_ESCAPE_RE.sub("", raw))
+
+
+# A quote ends the value only if a comma and the next key, a closing bracket or the end
+# of the text follow; other quotes are taken as unescaped quotes inside the value.
+_FIELD_VALUE = (r'\s*:\s*["“]((?:[^"\\]|\\.|"(?!\s*(?:,\s*["“][^"\n]*["”]\s*:|[}\]]|\Z)))*)'
+                r'(?:"|\\?\Z)')
 
 
 def _regex_fields(text: str, names: Sequence[str]) -> dict[str, str]:
     """Last resort: pull ``"field": "value"`` strings out of text that is not valid JSON.
 
-    The value may contain escaped quotes and may run to the end of a truncated text.
+    The value may contain escaped (or even unescaped) quotes and may run to the end of a
+    truncated text.
     """
     found = {}
     for name in names:
-        pattern = (r'["“]' + re.escape(name) + r'["”]\s*:\s*["“]'
-                   r'((?:[^"\\]|\\.)*)(?:"|\\?\Z)')
+        pattern = r'["“]' + re.escape(name) + r'["”]' + _FIELD_VALUE
         match = re.search(pattern, text, re.S)
         if match:
             found[name] = _json_unescape(match.group(1)).strip()
@@ -960,7 +1003,8 @@ def extract_tagged(text: str, start: str, end: str, *, last: bool = True) -> str
             break
     else:
         raise ParseError(f"start marker {start} not found")
-    segments = [s.strip() for s in _tagged_segments(text, start_re, re.compile(re.escape(end), flags))]
+    end_re = re.compile(re.escape(end), flags)
+    segments = [s.strip() for s in _tagged_segments(text, start_re, end_re)]
     segments = [s for s in segments if s]
     if not segments:
         raise ParseError(f"nothing between {start} and {end}")

@@ -314,6 +314,7 @@ class Runner:
             "steps": self.session["steps"], "calls": self.gateway.totals()["calls"],
             "planned_calls": dict(self.session["planned_calls"]),
             "cost": self.gateway.totals()["cost"],
+            "parsed_first_time": self.gateway.parse_first_time(),
             "best": ({"node": best["id"], "reward": best["reward"], "text": best["text"]}
                      if best else None),
             "final": {"node": final["id"], "text": final["text"]} if final else None,

@@ -182,6 +182,8 @@ def _print_summary(summary: dict) -> None:
     print("calls: " + ", ".join(f"{r} {calls.get(r, 0)}/{plan.get(r, 0)}"
                                 for r in ("base", "optimizer", "evaluator"))
           + f"  cost ${summary['cost']:.4f}")
+    if summary.get("parsed_first_time") is not None:
+        print(f"structured answers parsed first time: {summary['parsed_first_time']:.0%}")
     if summary["best"]:
         print(f"best: {summary['best']['node']} reward {summary['best']['reward']:.2f}")
     if summary["final"]:

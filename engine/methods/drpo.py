@@ -472,9 +472,15 @@ class DRPO:
     async def _rewrite(self, ctx, parent: dict, child: dict, messages: list[dict],
                        sample: int) -> None:
         fields, key = self._fields()
+
+        def parse(text: str) -> dict:
+            answer = parse_json_fields(text, fields, (key,))
+            if answer[key].strip().lower() in P.PLACEHOLDERS:
+                raise ParseError("the answer repeats the template's placeholder")
+            return answer
         try:
             answer, record = await ctx.gateway.ask(
-                "optimizer", messages, lambda text: parse_json_fields(text, fields, (key,)),
+                "optimizer", messages, parse,
                 purpose="rewrite", node=child["id"], sample=sample,
                 schema=P.transition_schema(key))
         except CallFailed as exc:

@@ -8,7 +8,6 @@ former prompts on the path, and answer with analysis / thought / the new state.
 """
 from __future__ import annotations
 
-import json
 
 # Aspect names are fixed by the paper; the definitions are ours.
 ASPECTS: dict[str, str] = {
@@ -28,6 +27,11 @@ ASPECTS: dict[str, str] = {
     "Empathy": "Notices how the user may feel and responds with care and respect.",
     "Sensitivity": "Respects cultures and differences; avoids stereotypes and careless generalizations.",
 }
+
+# Template placeholders a weak model may echo back instead of an answer (rejected).
+PLACEHOLDERS = {"<the full text of your new system prompt>", "the full text of your new system prompt",
+                "<the full text of your improved answer>", "the full text of your improved answer",
+                "...", ""}
 
 # Static rewarding (paper App. A.2): always the same aspects, no selection call.
 STATIC_ASPECTS = ["Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety"]
@@ -55,30 +59,30 @@ First think about the query:
 5. what makes it hard or limited to answer well.
 Then choose the aspects and explain why.
 
-Reply with one JSON object and nothing else, in exactly this shape:
+Reply with one JSON object and nothing else. Fill in this shape, replacing each <...> with your own text:
 {{
   "query_analysis": {{
-    "main_topic": "...",
-    "user_intent": "...",
-    "ambiguities": "...",
-    "response_format": "...",
-    "challenges": "..."
+    "main_topic": <the main topic>,
+    "user_intent": <what the user wants>,
+    "ambiguities": <what is unclear, missing or wrong>,
+    "response_format": <the best kind of answer>,
+    "challenges": <what makes it hard>
   }},
   "aspects_selection": {{
-    "reasoning": "why these aspects fit the analysis",
-    "selected_aspects": ["Aspect", "Aspect"]
+    "reasoning": <why these aspects fit your analysis>,
+    "selected_aspects": [<2 to 5 different aspect names from the list>]
   }},
-  "new_aspects": {{}}
-}}
-"selected_aspects" holds at least 2 and at most 5 names."""
+  "new_aspects": {{<only for names not in the list: "Name": "definition">}}
+}}"""
 
 
 def scoring(query: str, output: str, aspects: list[str], reasoning: str,
             definitions: dict[str, str] | None = None) -> str:
     definitions = {**ASPECTS, **(definitions or {})}
     aspect_list = "\n".join(f"- {a}: {definitions.get(a, '(as the name says)')}" for a in aspects)
-    template = {a: {"rationale": f"your reasons for the {a} score", "score": "1-5"}
-                for a in aspects}
+    template = "{\n" + ",\n".join(
+        f'  "{a}": {{"rationale": <your reasons for the {a} score>, "score": <1 to 5>}}'
+        for a in aspects) + "\n}"
     return f"""You are an impartial judge. Rate how good the answer below is for the user query, on each of the listed aspects separately.
 
 User query:
@@ -100,8 +104,8 @@ Why these aspects were chosen for this query:
 Scale for every aspect (how far you agree that the answer does well on it):
 1 = strongly disagree, 2 = disagree, 3 = neutral, 4 = agree, 5 = strongly agree.
 
-Reply with one JSON object and nothing else, with one entry per aspect, a short rationale and a whole-number score:
-{json.dumps(template, indent=2)}"""
+Reply with one JSON object and nothing else, with one entry per aspect, a short rationale and a whole-number score. Fill in this shape, replacing each <...>:
+{template}"""
 
 
 def format_evaluation(scores: dict) -> str:
@@ -147,11 +151,11 @@ Write a new system prompt. Rules:
 6. Include bullets with tips that make answers engaging and human rather than robotic, and tips drawn from the evaluation above (what to do more, what to avoid).
 7. Add at most 2 new bullets compared with the current prompt. Keep at most 8 bullets in total; merge or reword bullets instead of dropping ones that matter in general.
 
-Reply with one JSON object and nothing else:
+Reply with one JSON object and nothing else. Fill in this shape, replacing each <...> with your own text:
 {{
-  "analysis": "what the evaluation and the current prompt show needs to improve",
-  "thought": "how you will change the prompt",
-  "new_system_prompt": "the complete new system prompt"
+  "analysis": <what the evaluation and the current prompt show needs to improve>,
+  "thought": <how you will change the prompt>,
+  "new_system_prompt": <the full text of your new system prompt>
 }}"""
 
 
@@ -173,11 +177,11 @@ A judge evaluated this answer (1 = worst, 5 = best):
 
 Write an improved answer to the same query. Fix what the evaluation criticises and keep what it praises. If the query asks for something harmful, the answer should decline kindly, say briefly why, and offer a safe, useful alternative. Otherwise answer helpfully, accurately and with appropriate depth, in a natural tone, and mention real limitations of an AI assistant where they matter.
 
-Reply with one JSON object and nothing else:
+Reply with one JSON object and nothing else. Fill in this shape, replacing each <...> with your own text:
 {{
-  "analysis": "what the evaluation shows needs to improve",
-  "thought": "how you will improve the answer",
-  "new_response": "the complete improved answer"
+  "analysis": <what the evaluation shows needs to improve>,
+  "thought": <how you will improve the answer>,
+  "new_response": <the full text of your improved answer>
 }}"""
 
 
