@@ -127,7 +127,7 @@ class Gateway:
         self.on_event = on_event
         self.usage = {role: RoleUsage() for role in ROLES}
         self.log: list[dict] = []
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._semaphores: dict[tuple, asyncio.Semaphore] = {}
         self._cache = None
         if cache_dir is not None and settings.get("cache", True):
             import diskcache
@@ -156,9 +156,11 @@ class Gateway:
         return cfg.get("api_base") or (cfg["model"] or "").split("/", 1)[0]
 
     def _semaphore(self, endpoint: str) -> asyncio.Semaphore:
-        if endpoint not in self._semaphores:
-            self._semaphores[endpoint] = asyncio.Semaphore(self.settings["concurrency"])
-        return self._semaphores[endpoint]
+        # one per endpoint and event loop: a semaphore is bound to the loop it first waits on
+        key = (id(asyncio.get_running_loop()), endpoint)
+        if key not in self._semaphores:
+            self._semaphores[key] = asyncio.Semaphore(self.settings["concurrency"])
+        return self._semaphores[key]
 
     def cache_key(self, role: str, messages: list[dict], sample: int, attempt: int, n: int,
                   extra: dict) -> str:

@@ -81,3 +81,12 @@ def test_engine_imports_no_ui_and_no_heavy_libraries():
             "if m in sys.modules]\nprint(bad)") % str(ROOT)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_one_gateway_serves_several_event_loops(tmp_path, fake_server, fake_key):
+    fake_server.latency = 0.05
+    gw = gateway(fake_server, tmp_path, concurrency=2, cache=False)
+    for _ in range(2):  # contention in two successive loops
+        assert all(r.error is None for r in ask_many(gw, 5))
+    assert fake_server.max_concurrency == 2
+    gw.close()

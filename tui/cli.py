@@ -4,6 +4,7 @@
     promptarbor sessions list [--store DIR] [--json]
     promptarbor sessions show ID [--store DIR] [--json]
     promptarbor export ID [--node NODE] [--format txt|md|json] [-o FILE] [--store DIR]
+    promptarbor tui [SESSION] [--store DIR]     (no command: the session browser)
 
 Exit status: 0 done or paused, 1 the run failed, 2 a configuration or usage error,
 3 a store problem (session locked, missing or corrupt).
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     sshow.add_argument("--store")
     sshow.add_argument("--json", action="store_true")
 
+    tui = sub.add_parser("tui", help="open the workbench on a session (or the session browser)")
+    tui.add_argument("session", nargs="?")
+    tui.add_argument("--store")
+
     exp = sub.add_parser("export", help="export a prompt (accepted node, else the final one)")
     exp.add_argument("id")
     exp.add_argument("--node")
@@ -66,7 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sessions(args)
     if args.command == "export":
         return cmd_export(args)
-    parser.print_help()
+    if args.command == "tui":
+        return cmd_tui(args.store, args.session)
+    return cmd_tui(None, None)  # no command: the session browser
+
+
+def cmd_tui(store: str | None, session: str | None) -> int:
+    from tui.app import PromptArborApp
+
+    PromptArborApp(store, session).run()
     return 0
 
 

@@ -1,0 +1,696 @@
+"""The Textual workbench: session browser and the live search tree of one session.
+
+Engine work runs on `EngineThread` (its own event loop); this module only renders
+snapshots and sends the person's commands. Model text is always shown through
+`tui.text.safe` (plain Text, escapes stripped), never as markup.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (Button, DataTable, Footer, Label, RichLog, Sparkline, Static,
+                             TabbedContent, TabPane, TextArea, Tree)
+
+from themes import DEFAULT_THEME, THEMES
+
+from .engine_thread import EngineThread
+from .text import head, safe
+
+KEYS = [
+    ("space", "one step"), ("L", "one level / iteration"), ("r", "run to the end"),
+    ("p", "pause after the step in flight"), ("x", "prune / unprune the selected node"),
+    ("c", "edit the selected node's critique"), ("g", "regenerate a child from the critique"),
+    ("n", "new hand-written prompt under the selected node"), ("a", "accept the selected node"),
+    ("o", "export the selected node (markdown file)"), ("d", "diff with the parent"),
+    ("l", "show / hide the log"), ("?", "help"), ("ctrl+p", "command palette"),
+    ("q", "quit (the session is saved either way)"),
+]
+
+ICONS = {"root": "◆", "beam": "●", "best": "★", "expanded": "○", "pruned": "⌀",
+         "failed": "✗", "accepted": "✓", "open": "·"}
+
+
+def settings_path(store_root: Path) -> Path:
+    return Path(store_root) / "settings.json"
+
+
+# ----------------------------------------------------------------------------- modals
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("escape", "dismiss(False)", "cancel"), Binding("y", "dismiss(True)", "yes")]
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(safe(self.question))
+            with Horizontal(id="buttons"):
+                yield Button("Yes (y)", id="yes", variant="error")
+                yield Button("No (esc)", id="no")
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class EditScreen(ModalScreen[str | None]):
+    """A text editor in a dialog: ctrl+s saves, escape cancels."""
+
+    BINDINGS = [Binding("ctrl+s", "save", "save"), Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, title: str, text: str = ""):
+        super().__init__()
+        self.title_text = title
+        self.text = text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(safe(self.title_text + "   (ctrl+s save · esc cancel)"))
+            yield TextArea(self.text, id="editor", soft_wrap=True)
+
+    def on_mount(self) -> None:
+        self.query_one(TextArea).focus()
+
+    def action_save(self) -> None:
+        self.dismiss(self.query_one(TextArea).text)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss(None)", "close")]
+
+    def compose(self) -> ComposeResult:
+        table = Table(title="PromptArbor keys", expand=True)
+        table.add_column("key")
+        table.add_column("what it does")
+        for key, text in KEYS:
+            table.add_row(key, text)
+        with Vertical(id="dialog"):
+            yield Static(table)
+            yield Static(Text("Icons: ◆ root · ● in the beam / on the best path · ★ best so far · "
+                              "○ expanded · · not scored yet · ⌀ pruned · ✗ failed · ✓ accepted"))
+
+
+# ----------------------------------------------------------------------------- browser
+
+class BrowserScreen(Screen):
+    BINDINGS = [Binding("enter", "open", "open"), Binding("d", "delete", "delete"),
+                Binding("o", "export", "export"), Binding("q", "app.quit", "quit"),
+                Binding("question_mark", "app.push_screen('help')", "help")]
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("PromptArbor · sessions", style="bold"), id="title")
+        yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("id", "name", "method", "status", "steps", "best", "cost", "last change")
+        self.reload()
+
+    def reload(self) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        for row in self.app.store.list():
+            if row["status"] == "corrupt":
+                table.add_row(row["id"], "", "?", "corrupt", "", "", "", "", key=row["id"])
+                continue
+            best = "—" if row["best_reward"] is None else f"{row['best_reward']:.2f}"
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["updated"]))
+            table.add_row(row["id"], safe(row["name"]), row["method"], row["status"],
+                          str(row["steps"]), best, f"${row['cost']:.4f}", when, key=row["id"])
+
+    def _selected(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def action_open(self) -> None:
+        session_id = self._selected()
+        if session_id:
+            self.app.push_screen(WorkbenchScreen(session_id))
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self) -> None:
+        self.action_open()
+
+    def action_delete(self) -> None:
+        session_id = self._selected()
+        if not session_id:
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                try:
+                    self.app.store.delete(session_id)
+                    self.notify(f"deleted session {session_id}")
+                except Exception as exc:  # locked by another process, etc.
+                    self.notify(str(exc), severity="error")
+                self.reload()
+        self.app.push_screen(ConfirmScreen(f"Delete session {session_id}? This cannot be undone."), done)
+
+    def action_export(self) -> None:
+        session_id = self._selected()
+        if session_id:
+            self.app.export_session(session_id, None)
+
+
+# ----------------------------------------------------------------------------- workbench
+
+class EngineEvent(Message):
+    def __init__(self, event: dict):
+        super().__init__()
+        self.event = event
+
+
+class WorkbenchScreen(Screen):
+    # priority: the tree would otherwise take space (toggle) and other keys for itself
+    BINDINGS = [
+        Binding("space", "step", "step", priority=True),
+        Binding("L", "level", "level", priority=True),
+        Binding("r", "run", "run", priority=True), Binding("p", "pause", "pause", priority=True),
+        Binding("x", "prune", "prune", priority=True),
+        Binding("c", "critique", "critique", priority=True),
+        Binding("g", "regenerate", "regenerate", priority=True),
+        Binding("n", "new_prompt", "new", priority=True),
+        Binding("a", "accept", "accept", priority=True),
+        Binding("o", "export", "export", priority=True),
+        Binding("d", "diff", "diff", priority=True),
+        Binding("l", "toggle_log", "log", priority=True),
+        Binding("question_mark", "app.push_screen('help')", "help", priority=True),
+        Binding("q", "quit", "quit", priority=True),
+    ]
+
+    def __init__(self, session_id: str):
+        super().__init__()
+        self.session_id = session_id
+        self.runner = None
+        self.snap: dict | None = None
+        self.tree_nodes: dict[str, object] = {}
+        self.busy = False
+        self.selected: str | None = None
+        self._refresh_pending = False
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with Horizontal(id="main"):
+            tree: Tree[str] = Tree("search", id="tree")
+            tree.show_root = False
+            tree.guide_depth = 3
+            yield tree
+            with TabbedContent(id="tabs"):
+                with TabPane("Prompt", id="tab-prompt"):
+                    yield VerticalScroll(Static(id="prompt"))
+                with TabPane("Response", id="tab-response"):
+                    yield VerticalScroll(Static(id="response"))
+                with TabPane("Reward", id="tab-reward"):
+                    yield VerticalScroll(Static(id="reward"))
+                with TabPane("Critique", id="tab-critique"):
+                    yield VerticalScroll(Static(id="critique"))
+                with TabPane("Diff", id="tab-diff"):
+                    yield VerticalScroll(Static(id="diff"))
+                with TabPane("Calls", id="tab-calls"):
+                    yield VerticalScroll(Static(id="calls"))
+        with Vertical(id="bottom"):
+            yield Static(id="status")
+            yield Sparkline([], id="spark")
+            log = RichLog(id="log", max_lines=500, markup=False, wrap=True)
+            log.display = False
+            yield log
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.open_session()
+
+    @work(group="open", exit_on_error=False)
+    async def open_session(self) -> None:
+        app: PromptArborApp = self.app  # type: ignore[assignment]
+        try:
+            self.runner = await app.engine.run(app.open_runner(self.session_id, self._from_engine))
+        except Exception as exc:
+            self.notify(f"cannot open session {self.session_id}: {exc}", severity="error",
+                        timeout=10)
+            self.app.pop_screen()
+            return
+        await self.refresh_view()
+        self.query_one(Tree).focus()
+
+    def _from_engine(self, event: dict) -> None:
+        """Called on the engine thread; post_message is thread-safe."""
+        self.post_message(EngineEvent(event))
+
+    @on(EngineEvent)
+    def _engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        kind = event["kind"]
+        log = self.query_one(RichLog)
+        payload = event.get("payload", {})
+        if kind == "call_finished":
+            line = (f"call {payload.get('role')} {payload.get('purpose')} node={event.get('node')} "
+                    f"{'cached' if payload.get('cached') else str(payload.get('latency')) + 's'}"
+                    f" tokens {payload.get('tokens_in')}/{payload.get('tokens_out')}")
+            if payload.get("error"):
+                line += f" ERROR {payload['error']}"
+        elif kind != "call_started":
+            line = f"{event['actor']} {kind} {event.get('node') or ''} " + json.dumps(
+                payload, ensure_ascii=False, default=str)[:300]
+        else:
+            return
+        log.write(safe(line))
+        if kind in ("node_failed",):
+            self.notify(safe(f"node {event.get('node')} failed: {payload.get('error')}").plain,
+                        severity="warning")
+        if kind in ("step_finished", "node_scored", "node_added", "node_failed", "beam",
+                    "warning") and not self._refresh_pending:
+            self._refresh_pending = True
+            self.set_timer(0.1, self._scheduled_refresh)
+
+    def _scheduled_refresh(self) -> None:
+        self._refresh_pending = False
+        self.run_worker(self.refresh_view(), group="refresh", exclusive=True)
+
+    # ------------------------------------------------------------------ rendering
+
+    async def refresh_view(self) -> None:
+        if self.runner is None:
+            return
+        app: PromptArborApp = self.app  # type: ignore[assignment]
+        self.snap = await app.engine.run(app.view_of(self.runner))
+        self._render_tree()
+        self._render_status()
+        self._render_detail()
+
+    def _roles(self, node: dict) -> set[str]:
+        snap = self.snap
+        roles = set()
+        if node["kind"] == "root":
+            roles.add("root")
+        if node["id"] in snap["beam"]:
+            roles.add("beam")
+        if node["id"] == snap["best"]:
+            roles.add("best")
+        return roles
+
+    def _label(self, node: dict) -> Text:
+        roles = self._roles(node)
+        if node["accepted"]:
+            icon = ICONS["accepted"]
+        elif node["status"] == "failed":
+            icon = ICONS["failed"]
+        elif node["status"] == "pruned":
+            icon = ICONS["pruned"]
+        elif "best" in roles:
+            icon = ICONS["best"]
+        elif "root" in roles:
+            icon = ICONS["root"]
+        elif "beam" in roles:
+            icon = ICONS["beam"]
+        elif node["reward"] is None:
+            icon = ICONS["open"]
+        else:
+            icon = ICONS["expanded"]
+        reward = "  —  " if node["reward"] is None else f"{node['reward']:.2f}"
+        text = node["text"] if node["text"] else ("(failed)" if node["status"] == "failed"
+                                                  else "(writing…)")
+        if node["meta"].get("phase") == "icl" and node["kind"] == "root":
+            text = f"ICL {node['meta'].get('example', 0) + 1}: {node['meta'].get('query', '')}"
+        parent = self.snap["nodes"].get(node["parent"]) if node["parent"] else None
+        if parent is not None and node["text"]:
+            # siblings share most of their text: show the first line this one adds
+            old_lines = set(parent["text"].splitlines())
+            added = [ln for ln in node["text"].splitlines() if ln.strip() and ln not in old_lines]
+            if added:
+                text = "+ " + added[0].strip()
+        label = Text(f"{icon} {reward} ")
+        label.append_text(safe(head(text, 40)))
+        if node["status"] == "pruned":
+            label.stylize("dim")
+        elif "best" in roles:
+            label.stylize("bold")
+        return label
+
+    def _render_tree(self) -> None:
+        tree = self.query_one(Tree)
+        nodes = self.snap["nodes"]
+        on_path = set(self.snap["best_path"]) | set(self.snap["beam"])
+        for node_id in sorted(nodes, key=lambda i: int(i[1:])):  # parents before children
+            node = nodes[node_id]
+            label = self._label(node)
+            if node_id in self.tree_nodes:
+                tree_node = self.tree_nodes[node_id]
+                if tree_node.label != label:
+                    tree_node.set_label(label)
+                continue
+            parent = self.tree_nodes.get(node["parent"]) if node["parent"] else tree.root
+            if parent is None:
+                continue
+            parent.allow_expand = True
+            tree_node = parent.add(label, data=node_id, expand=node_id in on_path or
+                                   node["parent"] is None, allow_expand=bool(node["children"]))
+            self.tree_nodes[node_id] = tree_node
+        for node_id in on_path:  # keep the live path open; off-path branches stay collapsed
+            tree_node = self.tree_nodes.get(node_id)
+            while tree_node is not None and tree_node is not tree.root:
+                tree_node.expand()
+                tree_node = tree_node.parent
+        if self.selected is None and self.tree_nodes:
+            first = next(iter(self.tree_nodes))
+            self.selected = first
+
+    def _render_status(self) -> None:
+        snap = self.snap
+        s = snap["summary"]
+        calls, plan = s["calls"], s["planned_calls"]
+        done_calls, planned = sum(calls.values()), sum(plan.values())
+        state = "running" if self.busy else s["status"]
+        usage = snap["usage"]
+        roles = " · ".join(f"{r} {calls.get(r, 0)} ({usage.get(r, {}).get('tokens_in', 0)}→"
+                           f"{usage.get(r, {}).get('tokens_out', 0)} tok)"
+                           for r in ("base", "optimizer", "evaluator"))
+        title = Text(f"PromptArbor ─ session {snap['id']} {snap['name']!s} ─ {snap['method']} ─ "
+                     f"base: {snap['models']['base']} ─ ● {state}")
+        self.query_one("#title", Static).update(title)
+        line = Text(f"{snap['next']}   steps {s['steps']}   calls {done_calls}/{planned}   "
+                    f"{roles}   ${s['cost']:.4f}")
+        self.query_one("#status", Static).update(line)
+        spark = self.query_one(Sparkline)
+        spark.data = list(snap["best_per_level"]) or [0.0]
+
+    def _render_detail(self) -> None:
+        if not self.snap or self.selected not in self.snap["nodes"]:
+            return
+        node = self.snap["nodes"][self.selected]
+        detail = node.get("detail", {})
+        header = Text(f"{node['id']} · {node['kind']} · {node['status']}"
+                      f"{' · accepted' if node['accepted'] else ''}\n\n", style="bold")
+        prompt = header.copy()
+        prompt.append_text(safe(node["text"]))
+        if node.get("error"):
+            prompt.append_text(safe(f"\n\nerror: {node['error']}", style="red"))
+        self.query_one("#prompt", Static).update(prompt)
+
+        response = Text()
+        if detail.get("query"):
+            response.append("Query\n", style="bold")
+            response.append_text(safe(detail["query"]))
+            response.append("\n\nResponse\n", style="bold")
+            response.append_text(safe(detail.get("response", "")))
+        else:
+            response.append("not judged yet")
+        self.query_one("#response", Static).update(response)
+
+        reward = Text()
+        if detail.get("scores"):
+            table = Table(expand=True, show_lines=False)
+            table.add_column("aspect")
+            table.add_column("score", justify="right")
+            table.add_column("rationale", ratio=1)
+            for aspect, item in detail["scores"].items():
+                table.add_row(safe(aspect), f"{item['score']:g}", safe(item["rationale"]))
+            reasoning = safe("Aspects chosen: " + ", ".join(detail.get("aspects", [])) +
+                             "\nwhy: " + (detail.get("reasoning") or "—") + "\n")
+            total = Text(f"\nR = {node['reward']:.2f} (mean of {len(detail['scores'])} aspects)",
+                         style="bold")
+            from rich.console import Group
+            self.query_one("#reward", Static).update(Group(reasoning, table, total))
+        else:
+            reward.append("no reward yet")
+            self.query_one("#reward", Static).update(reward)
+
+        critique = Text("Critique (c to edit, g to regenerate from it)\n\n", style="bold")
+        critique.append_text(safe(node.get("critique") or "—"))
+        self.query_one("#critique", Static).update(critique)
+
+        self.query_one("#diff", Static).update(self._diff(node))
+
+        calls = Table(expand=True)
+        for col in ("call", "role", "purpose", "tokens", "cost", "latency", "error"):
+            calls.add_column(col)
+        for record in self.snap["calls"].get(node["id"], []):
+            calls.add_row(record["id"], record["role"], record["purpose"],
+                          f"{record['tokens_in']}→{record['tokens_out']}",
+                          f"${record['cost']:.5f}",
+                          "cached" if record["cached"] else f"{record['latency']:.2f}s",
+                          safe(record.get("error") or ""))
+        self.query_one("#calls", Static).update(calls)
+
+    def _diff(self, node: dict) -> Text:
+        parent = self.snap["nodes"].get(node["parent"]) if node["parent"] else None
+        if parent is None:
+            return Text("a root has no parent")
+        out = Text()
+        for line in difflib.unified_diff(parent["text"].splitlines(), node["text"].splitlines(),
+                                         parent["id"], node["id"], lineterm=""):
+            style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+            out.append_text(safe(line + "\n", style=style))
+        return out if out.plain else Text("no difference from the parent")
+
+    @on(Tree.NodeHighlighted)
+    def _highlighted(self, event: Tree.NodeHighlighted) -> None:
+        if event.node.data:
+            self.selected = event.node.data
+            self._render_detail()
+
+    # ------------------------------------------------------------------ actions
+
+    def _engine_job(self, coro_factory, message: str | None = None, long: bool = False) -> None:
+        if self.runner is None:
+            return
+        if self.busy:
+            self.notify("the engine is busy; press p to pause", severity="warning")
+            return
+        self.busy = True
+        self._render_status() if self.snap else None
+        self.run_worker(self._job(coro_factory, message), group="engine", exit_on_error=False)
+
+    async def _job(self, coro_factory, message) -> None:
+        app: PromptArborApp = self.app  # type: ignore[assignment]
+        try:
+            await app.engine.run(coro_factory())
+            if message:
+                self.notify(message)
+        except Exception as exc:
+            self.notify(safe(str(exc)).plain, severity="error", timeout=8)
+        finally:
+            self.busy = False
+            await self.refresh_view()
+
+    def action_step(self) -> None:
+        self._engine_job(lambda: self.runner.step())
+
+    def action_level(self) -> None:
+        self._engine_job(lambda: self.runner.run(until="level"))
+
+    def action_run(self) -> None:
+        self._engine_job(lambda: self.runner.run())
+
+    def action_pause(self) -> None:
+        if self.runner is not None:
+            self.runner.pause()
+            self.notify("pausing after the step in flight")
+
+    def _node(self) -> dict | None:
+        if not self.snap or self.selected not in self.snap["nodes"]:
+            self.notify("select a node first", severity="warning")
+            return None
+        return self.snap["nodes"][self.selected]
+
+    def action_prune(self) -> None:
+        node = self._node()
+        if node is None:
+            return
+        if node["status"] == "pruned":
+            self._engine_job(lambda: self.runner.unprune(node["id"]), f"unpruned {node['id']}")
+        else:
+            self._engine_job(lambda: self.runner.prune(node["id"]), f"pruned {node['id']}")
+
+    def action_accept(self) -> None:
+        node = self._node()
+        if node is not None:
+            self._engine_job(lambda: self.runner.accept(node["id"]), f"accepted {node['id']}")
+
+    def action_regenerate(self) -> None:
+        node = self._node()
+        if node is not None:
+            self._engine_job(lambda: self.runner.regenerate(node["id"]),
+                             f"regenerated a child of {node['id']}")
+
+    def action_critique(self) -> None:
+        node = self._node()
+        if node is None:
+            return
+
+        def done(text: str | None) -> None:
+            if text is not None:
+                self._engine_job(lambda: self.runner.edit_critique(node["id"], text),
+                                 f"critique of {node['id']} saved; g regenerates from it")
+        self.app.push_screen(EditScreen(f"Critique of {node['id']}", node.get("critique") or ""),
+                             done)
+
+    def action_new_prompt(self) -> None:
+        node = self._node()
+        if node is None:
+            return
+
+        def done(text: str | None) -> None:
+            if text and text.strip():
+                self._engine_job(lambda: self.runner.add_human(node["id"], text),
+                                 "your prompt was added and scored")
+        self.app.push_screen(EditScreen(f"New prompt under {node['id']}", node["text"]), done)
+
+    def action_export(self) -> None:
+        node = self._node()
+        if node is not None:
+            self.app.export_session(self.session_id, node["id"], self.snap["session"])
+
+    def action_diff(self) -> None:
+        self.query_one(TabbedContent).active = "tab-diff"
+
+    def action_toggle_log(self) -> None:
+        log = self.query_one(RichLog)
+        log.display = not log.display
+
+    def action_quit(self) -> None:
+        if self.busy:
+            def done(yes: bool | None) -> None:
+                if yes:
+                    self.runner.pause()
+                    self.app.exit()
+            self.app.push_screen(ConfirmScreen("A run is in progress. Pause it and quit? "
+                                               "(every finished step is saved)"), done)
+        else:
+            self.app.exit()
+
+
+# ----------------------------------------------------------------------------- app
+
+class PromptArborApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "PromptArbor"
+    SCREENS = {"help": HelpScreen}
+    BINDINGS = [Binding("ctrl+c", "quit", "quit", show=False, priority=True)]
+
+    def __init__(self, store_dir: str | Path | None = None, session_id: str | None = None):
+        super().__init__()
+        from sessions.store import SessionStore
+
+        self.store = SessionStore(store_dir)
+        self.start_session = session_id
+        self.engine = EngineThread()
+        self._runners: list = []
+        for theme in THEMES:
+            self.register_theme(theme)
+        self.theme = self._saved_theme()
+
+    def _saved_theme(self) -> str:
+        try:
+            name = json.loads(settings_path(self.store.root).read_text()).get("theme")
+        except (OSError, ValueError):
+            name = None
+        return name if name in self.available_themes else DEFAULT_THEME
+
+    def watch_theme(self, theme: str) -> None:
+        try:
+            path = settings_path(self.store.root)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"theme": theme}))
+        except OSError:
+            pass
+
+    def get_system_commands(self, screen: Screen):
+        yield from super().get_system_commands(screen)
+        for key, text in KEYS:
+            yield SystemCommand(f"Key {key}: {text}", "show the key table", self._show_help)
+
+    def _show_help(self) -> None:
+        self.push_screen("help")
+
+    def on_mount(self) -> None:
+        self.push_screen(BrowserScreen())
+        if self.start_session:
+            self.push_screen(WorkbenchScreen(self.start_session))
+
+    # ------------------------------------------------------------------ engine side
+
+    async def open_runner(self, session_id: str, on_event):
+        """(engine thread) lock and load a session, build its runner."""
+        from engine.runner import Runner
+
+        self.store.lock(session_id)
+        session = self.store.load(session_id)
+        runner = Runner(session, store=self.store, cache_dir=self.store.cache_dir,
+                        on_event=on_event)
+        self._runners.append(runner)
+        return runner
+
+    async def view_of(self, runner) -> dict:
+        """(engine thread) a consistent snapshot of what the workbench shows."""
+        session = runner.snapshot()
+        method = runner.method
+        nodes = session["tree"]["nodes"]
+        best = method.best_node(runner.ctx)
+        state = method.state
+        beam = []
+        if state.get("levels"):
+            beam = list(state["levels"][-1].get("beam", []))
+        best_path = [n["id"] for n in runner.tree.path(best)] if best else []
+        per_level: dict[int, float] = {}
+        for node in nodes.values():
+            if node["meta"].get("phase") != "prompt" or node["reward"] is None:
+                continue
+            if node["status"] in ("failed", "pruned"):
+                continue
+            level = node["meta"].get("level", 0)
+            per_level[level] = max(per_level.get(level, 0.0), node["reward"])
+        calls: dict[str, list] = {}
+        for record in session["call_log"]:
+            if record.get("node"):
+                calls.setdefault(record["node"], []).append(record)
+        return {
+            "id": session["id"], "name": session.get("name", ""), "method": session["method"],
+            "models": {r: m["model"] for r, m in session["config"]["models"].items()},
+            "nodes": nodes, "summary": runner.summary(), "usage": session["gateway"]["usage"],
+            "next": method.describe_next(), "beam": beam, "best": best, "best_path": best_path,
+            "best_per_level": [per_level[k] for k in sorted(per_level)], "calls": calls,
+            "session": session,
+        }
+
+    def export_session(self, session_id: str, node_id: str | None, session: dict | None = None):
+        from sessions.export import export
+
+        try:
+            session = session or self.store.load(session_id)
+            text = export(session, node_id, "md")
+            target = Path.cwd() / f"promptarbor-{session_id}-{node_id or 'final'}.md"
+            target.write_text(text, encoding="utf-8")
+            self.notify(f"exported to {target}")
+        except Exception as exc:
+            self.notify(str(exc), severity="error")
+
+    def on_unmount(self) -> None:
+        for runner in self._runners:
+            try:
+                runner.pause()
+                runner.gateway.close()
+            except Exception:
+                pass
+        self.store.close()
+        self.engine.stop()
