@@ -120,3 +120,109 @@ def test_model_text_is_shown_verbatim(tmp_path, fake_server, fake_key):
             await pilot.press("q")
 
     asyncio.run(scenario())
+
+
+def test_keys_critique_regenerate_new_export_diff_help(tmp_path, fake_server, fake_key,
+                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    session_id = new_session(tmp_path, fake_server)
+
+    async def scenario():
+        app = PromptArborApp(tmp_path / "store", session_id)
+        async with app.run_test(size=(140, 40)) as pilot:
+            screen = await open_workbench(pilot)
+            await pilot.press("space")
+            await wait_for(pilot, lambda: stored(tmp_path, session_id)["steps"] == 1)
+            await wait_for(pilot, idle(screen))
+            root = screen.snap["session"]["tree"]["roots"][0]
+            screen.selected = root
+
+            await pilot.press("c")  # edit the critique in a dialog, ctrl+s saves
+            await wait_for(pilot, lambda: app.screen.__class__.__name__ == "EditScreen")
+            app.screen.query_one("TextArea").text = "Depth: 1/5 - add concrete steps"
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: stored(tmp_path, session_id)["tree"]["nodes"][root]
+                           ["critique"] == "Depth: 1/5 - add concrete steps")
+            await wait_for(pilot, idle(screen))
+
+            before = len(stored(tmp_path, session_id)["tree"]["nodes"])
+            await pilot.press("g")  # regenerate from it
+            await wait_for(pilot, lambda: len(stored(tmp_path, session_id)["tree"]["nodes"])
+                           == before + 1)
+            await wait_for(pilot, idle(screen))
+            nodes = stored(tmp_path, session_id)["tree"]["nodes"]
+            regen = [n for n in nodes.values() if n["kind"] == "regenerated"]
+            assert len(regen) == 1 and regen[0]["reward"] is not None
+
+            await pilot.press("n")  # a hand-written prompt under the root
+            await wait_for(pilot, lambda: app.screen.__class__.__name__ == "EditScreen")
+            app.screen.query_one("TextArea").text = "You are a patient tutor."
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: any(
+                n["kind"] == "human" and n["reward"] is not None
+                for n in stored(tmp_path, session_id)["tree"]["nodes"].values()))
+            await wait_for(pilot, idle(screen))
+
+            await pilot.press("escape")
+            await pilot.press("d")
+            assert screen.query_one("TabbedContent").active == "tab-diff"
+            await pilot.press("o")
+            await wait_for(pilot, lambda: list(tmp_path.glob("promptarbor-*.md")))
+            await pilot.press("question_mark")
+            await wait_for(pilot, lambda: app.screen.__class__.__name__ == "HelpScreen")
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is screen)
+            await pilot.press("l")
+            assert screen.query_one("#log").display
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+    kinds = [e["kind"] for e in stored(tmp_path, session_id)["events"] if e["actor"] == "user"]
+    assert kinds[-3:] == ["edit_critique", "regenerate", "add_human"]
+
+
+def test_run_pause_and_no_handler_blocks(tmp_path, fake_server, fake_key, monkeypatch):
+    """While a run is in progress every workbench handler returns within 50 ms.
+
+    Engine work (calls, saves, parsing) runs on the engine thread; what runs on the UI loop
+    is timed here: the engine-event handler, the renderers and the key actions.
+    """
+    fake_server.latency = 0.05
+    session_id = new_session(tmp_path, fake_server, depth=4)
+    durations: dict[str, float] = {}
+
+    def timed(name):
+        original = getattr(WorkbenchScreen, name)
+
+        def wrapper(self, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                spent = time.perf_counter() - started
+                durations[name] = max(durations.get(name, 0.0), spent)
+        monkeypatch.setattr(WorkbenchScreen, name, wrapper)
+
+    for name in ("handle_engine_event", "_render_tree", "_render_status", "_render_detail",
+                 "action_run", "action_pause", "_scheduled_refresh"):
+        timed(name)
+
+    async def scenario():
+        app = PromptArborApp(tmp_path / "store", session_id)
+        async with app.run_test(size=(140, 40)) as pilot:
+            screen = await open_workbench(pilot)
+            await pilot.press("r")  # run to the end...
+            await wait_for(pilot, lambda: screen.snap["summary"]["steps"] >= 2)
+            await pilot.press("p")  # ...then pause after the step in flight
+            await wait_for(pilot, idle(screen))
+            steps = stored(tmp_path, session_id)["steps"]
+            assert 2 <= steps < 9 and stored(tmp_path, session_id)["status"] == "paused"
+            await pilot.press("r")
+            await wait_for(pilot, lambda: stored(tmp_path, session_id)["status"] == "done")
+            await wait_for(pilot, idle(screen))
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+    assert durations["handle_engine_event"] > 0 and durations["_render_tree"] > 0
+    slow = {k: round(v, 4) for k, v in durations.items() if v >= 0.05}
+    assert not slow, slow

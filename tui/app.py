@@ -259,7 +259,10 @@ class WorkbenchScreen(Screen):
 
     @on(EngineEvent)
     def _engine_event(self, message: EngineEvent) -> None:
-        event = message.event
+        self.handle_engine_event(message.event)
+
+    def handle_engine_event(self, event: dict) -> None:
+        """Log line, failure notice, and a debounced refresh of the view."""
         kind = event["kind"]
         log = self.query_one(RichLog)
         payload = event.get("payload", {})
