@@ -226,3 +226,81 @@ def test_run_pause_and_no_handler_blocks(tmp_path, fake_server, fake_key, monkey
     assert durations["handle_engine_event"] > 0 and durations["_render_tree"] > 0
     slow = {k: round(v, 4) for k, v in durations.items() if v >= 0.05}
     assert not slow, slow
+
+
+def test_a_2000_node_session_opens_and_stays_fluid(tmp_path, monkeypatch):
+    """A big synthetic tree: opening renders it once; a step's new nodes cost one batch."""
+    from engine.tree import Tree
+
+    tree = Tree()
+    root = tree.add("You are a helpful assistant.", kind="root", meta={"phase": "prompt", "level": 0})
+    root["reward"] = 3.0
+    frontier = [root]
+    while len(tree) < 2000:
+        parent = frontier.pop(0)
+        for i in range(3):
+            node = tree.add(parent["text"] + f"\n- tip {len(tree)}", parent=parent["id"],
+                            meta={"phase": "prompt", "level": parent["meta"]["level"] + 1})
+            node["reward"] = 1 + (len(tree) * 7 % 40) / 10
+            frontier.append(node)
+    session = {
+        "schema": 1, "id": "big00001", "name": "big", "method": "drpo",
+        "config": {"method": "drpo", "random_seed": 0,
+                   "models": {r: {"model": "openai/x", "api_base": None, "api_key_env": None,
+                                  "temperature": 0.0, "max_tokens": 10, "timeout": None,
+                                  "extra": {}} for r in ("base", "optimizer", "evaluator")},
+                   "search": {"beam_width": 2, "samples_per_state": 3, "depth": 20, "icl_k": 0,
+                              "icl_beam_width": 1, "icl_samples_per_state": 1, "icl_depth": 5,
+                              "initial_prompt": "x", "layout": "chat", "beam_rank": "reward",
+                              "samples_in_one_call": False, "skip_rewrite_above": None,
+                              "monte_carlo_samples": None},
+                   "data": {"seed": None, "icl": None, "icl_optimized": True, "seed_limit": None},
+                   "gateway": {"concurrency": 8, "retries": 0, "backoff": 0.1, "max_backoff": 1.0,
+                               "timeout": 5.0, "parse_retries": 0, "cache": True},
+                   "local_default": []},
+        "status": "paused", "steps": 40, "created": 0.0, "updated": 0.0,
+        "tree": tree.to_dict(),
+        "method_state": {"data": {"seed": ["q"], "icl": []}, "phases": ["prompt"],
+                         "phase_index": 0, "stage": "expand", "example": 0, "level": 7,
+                         "levels": [], "aspect_cache": {}, "icl_final": {}, "retrieval": {},
+                         "roots": {"prompt": root["id"]}, "final": None, "done": False},
+        "events": [], "call_log": [], "gateway": {}, "planned_calls": {}, "accepted": None,
+    }
+    store = SessionStore(tmp_path / "store")
+    store.save(session)
+    store.close()
+    timings = {}
+    original = WorkbenchScreen._render_tree
+
+    def timed(self):
+        started = time.perf_counter()
+        original(self)
+        timings.setdefault("renders", []).append(time.perf_counter() - started)
+    monkeypatch.setattr(WorkbenchScreen, "_render_tree", timed)
+
+    async def scenario():
+        app = PromptArborApp(tmp_path / "store", "big00001")
+        async with app.run_test(size=(140, 40)) as pilot:
+            screen = await open_workbench(pilot)
+            assert len(screen.tree_nodes) == len(tree) >= 2000
+            expanded = sum(1 for n in screen.tree_nodes.values() if n.is_expanded)
+            assert expanded < 40  # only the best path is open; other branches stay collapsed
+            # a step adds six nodes under the best node: one batch
+            best = screen.snap["best"]
+            await app.engine.run(_add_children(screen.runner, best, 6))
+            await screen.refresh_view()
+            await pilot.pause(0.1)
+            assert len(screen.tree_nodes) == len(tree) + 6
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+    first, later = timings["renders"][0], max(timings["renders"][1:])
+    assert later < 0.05, later  # updating a big tree stays within a frame or two
+    print(f"\n[scale] 2,000 nodes: first render {first * 1000:.0f} ms, "
+          f"a step's update {later * 1000:.1f} ms")
+
+
+async def _add_children(runner, parent_id, count):
+    for i in range(count):
+        node = runner.tree.add(f"new {i}", parent=parent_id, meta={"phase": "prompt"})
+        node["reward"] = 2.0
