@@ -304,3 +304,50 @@ async def _add_children(runner, parent_id, count):
     for i in range(count):
         node = runner.tree.add(f"new {i}", parent=parent_id, meta={"phase": "prompt"})
         node["reward"] = 2.0
+
+
+def test_a_locked_session_is_refused_with_a_message(tmp_path, fake_server, fake_key):
+    """Two app processes (e.g. two browser tabs under `serve`) never write one session."""
+    session_id = new_session(tmp_path, fake_server)
+    holder = SessionStore(tmp_path / "store")
+    holder.lock(session_id)
+
+    async def scenario():
+        app = PromptArborApp(tmp_path / "store", session_id)
+        async with app.run_test(size=(140, 40), notifications=True) as pilot:
+            await wait_for(pilot, lambda: any("open in another PromptArbor process" in n.message
+                                              for n in app._notifications))
+            await wait_for(pilot, lambda: not isinstance(app.screen, WorkbenchScreen))
+            await pilot.press("q")
+    try:
+        asyncio.run(scenario())
+    finally:
+        holder.close()
+
+
+def test_serve_answers_with_the_web_page(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from conftest import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", "--port", str(port),
+                             "--host", "127.0.0.1", "--store", str(tmp_path / "store")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        page = ""
+        for _ in range(100):
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert "textual.js" in page and "PromptArbor" in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

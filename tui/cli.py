@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("session", nargs="?")
     tui.add_argument("--store")
 
+    serve = sub.add_parser("serve", help="serve the workbench in a web browser")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="localhost")
+    serve.add_argument("--store")
+
     exp = sub.add_parser("export", help="export a prompt (accepted node, else the final one)")
     exp.add_argument("id")
     exp.add_argument("--node")
@@ -73,7 +78,27 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_export(args)
     if args.command == "tui":
         return cmd_tui(args.store, args.session)
+    if args.command == "serve":
+        return cmd_serve(args.host, args.port, args.store)
     return cmd_tui(None, None)  # no command: the session browser
+
+
+def cmd_serve(host: str, port: int, store: str | None) -> int:
+    """The workbench in a browser: textual-serve starts one app process per connection.
+
+    Each process locks the session it opens, so two tabs never write the same session: the
+    second one is told the session is open elsewhere.
+    """
+    import shlex
+
+    from textual_serve.server import Server
+
+    command = f"{shlex.quote(sys.executable)} -m tui.cli tui"
+    if store:
+        command += f" --store {shlex.quote(str(Path(store).resolve()))}"
+    print(f"serving PromptArbor on http://{host}:{port}", file=sys.stderr)
+    Server(command, host=host, port=port, title="PromptArbor").serve()
+    return 0
 
 
 def cmd_tui(store: str | None, session: str | None) -> int:
