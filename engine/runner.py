@@ -42,6 +42,18 @@ def make_method(cfg: dict, state: dict | None = None):
     raise ValueError(f"unknown method {cfg['method']!r}")
 
 
+def plan_calls(cfg: dict, seed_queries: list[str], icl: list[tuple[str, str]]) -> dict[str, int]:
+    """Calls per role a new session with this config and data would plan (no calls made)."""
+    method = make_method(cfg)
+
+    class _Ctx:  # the set-up only adds roots to a tree
+        tree = Tree()
+        step = 0
+
+    method.setup(_Ctx(), seed_queries, icl)
+    return method.plan()
+
+
 class Context:
     """What a method sees while it works: the tree, the gateway, the step number, events."""
 

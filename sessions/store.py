@@ -129,18 +129,22 @@ class SessionStore:
 
     # ------------------------------------------------------------------ locking
 
-    def lock(self, session_id: str) -> None:
-        """Become the one writer of this session, or raise SessionLocked."""
+    def lock(self, session_id: str) -> bool:
+        """Become the one writer of this session, or raise SessionLocked.
+
+        Returns False when this store already held the lock (nothing changed)."""
         if session_id in self._locks:
-            return
+            return False
         self.sessions_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.sessions_dir / f"{session_id}.lock"))
+        # not thread-local: the engine thread may take a lock the UI thread releases
+        lock = FileLock(str(self.sessions_dir / f"{session_id}.lock"), thread_local=False)
         try:
             lock.acquire(timeout=0)
         except Timeout:
             raise SessionLocked(f"session {session_id} is open in another PromptArbor process; "
                                 f"close it there first") from None
         self._locks[session_id] = lock
+        return True
 
     def unlock(self, session_id: str) -> None:
         lock = self._locks.pop(session_id, None)

@@ -351,3 +351,50 @@ def test_serve_answers_with_the_web_page(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_wizard_creates_a_session_and_browser_renames_it(tmp_path, fake_server, fake_key):
+    seed = tmp_path / "q.jsonl"
+    seed.write_text('{"query": "How do tides work?"}\n{"query": "Plan a picnic."}\n')
+
+    async def scenario():
+        app = PromptArborApp(tmp_path / "store")
+        async with app.run_test(size=(140, 50)) as pilot:
+            await pilot.pause(0.2)
+            await pilot.press("n")
+            await wait_for(pilot, lambda: app.screen.__class__.__name__ == "NewSessionScreen")
+            wizard = app.screen
+            wizard.query_one("#name").value = "tides"
+            wizard.query_one("#model-default").value = "openai/fake-any"
+            for key, value in (("beam_width", "1"), ("samples_per_state", "1"), ("depth", "2"),
+                               ("icl_k", "0")):
+                wizard.query_one(f"#num-{key}").value = value
+            wizard.query_one("#icl-opt").value = True
+            wizard.query_one("#data-seed").value = str(seed)
+            await wait_for(pilot, lambda: "Planned calls: base 3, optimizer 2, evaluator 5"
+                           in str(wizard.query_one("#plan").render()))
+            assert "How do tides work?" in str(wizard.query_one("#preview").render())
+            wizard.query_one("#num-depth").value = "0"  # invalid: shown, not created
+            await wait_for(pilot, lambda: "search.depth must be at least 1"
+                           in str(wizard.query_one("#plan").render()))
+            wizard.query_one("#num-depth").value = "2"
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: isinstance(app.screen, WorkbenchScreen)
+                           and app.screen.snap is not None)
+            session_id = app.screen.session_id
+            assert app.screen.snap["summary"]["planned_calls"] == {"base": 3, "optimizer": 2,
+                                                                  "evaluator": 5}
+            app.pop_screen()  # back to the browser (the workbench keeps its lock)
+            app.store.unlock(session_id)
+            await pilot.pause(0.1)
+            await pilot.press("r")
+            await wait_for(pilot, lambda: app.screen.__class__.__name__ == "EditScreen")
+            app.screen.query_one("TextArea").text = "tides v2"
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: SessionStore(tmp_path / "store").load(session_id)
+                           ["name"] == "tides v2")
+            await pilot.press("q")
+        return session_id
+
+    session_id = asyncio.run(scenario())
+    assert stored(tmp_path, session_id)["config"]["search"]["depth"] == 2

@@ -19,8 +19,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import (Button, DataTable, Footer, Label, RichLog, Sparkline, Static,
-                             TabbedContent, TabPane, TextArea, Tree)
+from textual.widgets import (Button, Checkbox, DataTable, Footer, Input, Label, RichLog, Select,
+                             Sparkline, Static, TabbedContent, TabPane, TextArea, Tree)
 
 from themes import DEFAULT_THEME, THEMES
 
@@ -106,10 +106,123 @@ class HelpScreen(ModalScreen[None]):
                               "○ expanded · · not scored yet · ⌀ pruned · ✗ failed · ✓ accepted"))
 
 
+class NewSessionScreen(ModalScreen[dict | None]):
+    """The new-session wizard: method, models, hyper-parameters, data, and the planned calls."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel"), Binding("ctrl+s", "create", "create")]
+    NUMBERS = (("beam_width", "W beam width", 2), ("samples_per_state", "M samples per state", 3),
+               ("depth", "D depth", 20), ("icl_k", "K ICL examples", 2))
+
+    def compose(self) -> ComposeResult:
+        from engine.config import METHODS
+
+        with VerticalScroll(id="dialog"):
+            yield Label(Text("New session   (ctrl+s create · esc cancel)", style="bold"))
+            yield Input(placeholder="name (optional)", id="name")
+            yield Select([(m, m) for m in METHODS], value="drpo", allow_blank=False, id="method")
+            yield Label("Models (litellm strings; empty = the embedded local/smollm2)")
+            for role in ("default", "base", "optimizer", "evaluator"):
+                yield Input(placeholder=f"{role} model", id=f"model-{role}")
+            yield Label("Search (the paper's defaults)")
+            with Horizontal(id="numbers"):
+                for key, label, value in self.NUMBERS:
+                    yield Input(str(value), placeholder=label, id=f"num-{key}", type="integer",
+                                tooltip=label)
+            yield Checkbox("ICL examples already optimized (skip ICL optimization)", id="icl-opt")
+            yield Label("Data (empty = built-in sets)")
+            yield Input(placeholder="seed queries file (.jsonl/.json/.txt)", id="data-seed")
+            yield Input(placeholder="ICL examples file (.jsonl/.json)", id="data-icl")
+            yield Static(id="preview")
+            yield Static(id="plan")
+            with Horizontal(id="buttons"):
+                yield Button("Create (ctrl+s)", id="create", variant="primary")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.update_plan()
+
+    def raw_config(self) -> dict:
+        raw: dict = {"method": self.query_one("#method", Select).value,
+                     "name": self.query_one("#name", Input).value.strip(),
+                     "models": {}, "search": {}, "data": {}}
+        for role in ("default", "base", "optimizer", "evaluator"):
+            value = self.query_one(f"#model-{role}", Input).value.strip()
+            if value:
+                raw["models"][role] = {"model": value}
+        for key, _, _ in self.NUMBERS:
+            value = self.query_one(f"#num-{key}", Input).value.strip()
+            try:
+                raw["search"][key] = int(value)
+            except ValueError:
+                raw["search"][key] = value  # validation reports it
+        raw["data"]["icl_optimized"] = self.query_one("#icl-opt", Checkbox).value
+        for key in ("seed", "icl"):
+            value = self.query_one(f"#data-{key}", Input).value.strip()
+            if value:
+                raw["data"][key] = value
+        return raw
+
+    def build(self):
+        """(config, seed queries, ICL examples) or raise ConfigError."""
+        from engine.config import validate_config
+        from engine.datasets import load_icl_examples, load_seed_queries
+
+        cfg = validate_config(self.raw_config(), base_dir=Path.cwd())
+        return cfg, load_seed_queries(cfg["data"]["seed"]), load_icl_examples(cfg["data"]["icl"])
+
+    def on_input_changed(self) -> None:
+        self.update_plan()
+
+    def on_select_changed(self) -> None:
+        self.update_plan()
+
+    def on_checkbox_changed(self) -> None:
+        self.update_plan()
+
+    def update_plan(self) -> None:
+        from engine.config import ConfigError
+        from engine.runner import plan_calls
+
+        try:
+            cfg, seed, icl = self.build()
+        except ConfigError as exc:
+            self.query_one("#plan", Static).update(safe(f"✗ {exc}", style="red"))
+            return
+        preview = Text("First seed queries: ", style="bold")
+        preview.append_text(safe(" · ".join(head(q, 50) for q in seed[:3])))
+        preview.append(f"  ({len(seed)} in all)\nFirst ICL example: ", style="bold")
+        preview.append_text(safe(head(icl[0][0], 60)))
+        preview.append(f"  ({len(icl)} in all)")
+        self.query_one("#preview", Static).update(preview)
+        plan = plan_calls(cfg, seed, icl)
+        self.query_one("#plan", Static).update(Text(
+            "Planned calls: " + ", ".join(f"{r} {n}" for r, n in plan.items())
+            + f"  (total {sum(plan.values())})", style="bold"))
+
+    def action_create(self) -> None:
+        from engine.config import ConfigError
+
+        try:
+            cfg, seed, icl = self.build()
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.dismiss({"config": cfg, "seed": seed, "icl": icl})
+
+    @on(Button.Pressed, "#create")
+    def _create(self) -> None:
+        self.action_create()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+
 # ----------------------------------------------------------------------------- browser
 
 class BrowserScreen(Screen):
-    BINDINGS = [Binding("enter", "open", "open"), Binding("d", "delete", "delete"),
+    BINDINGS = [Binding("enter", "open", "open"), Binding("n", "new", "new"),
+                Binding("r", "rename", "rename"), Binding("d", "delete", "delete"),
                 Binding("o", "export", "export"), Binding("q", "app.quit", "quit"),
                 Binding("question_mark", "app.push_screen('help')", "help")]
 
@@ -169,6 +282,39 @@ class BrowserScreen(Screen):
         session_id = self._selected()
         if session_id:
             self.app.export_session(session_id, None)
+
+    def action_new(self) -> None:
+        def done(spec: dict | None) -> None:
+            if spec:
+                self.create(spec)
+        self.app.push_screen(NewSessionScreen(), done)
+
+    @work(group="create", exit_on_error=False)
+    async def create(self, spec: dict) -> None:
+        app: PromptArborApp = self.app  # type: ignore[assignment]
+        try:
+            session_id = await app.engine.run(app.create_session(spec))
+        except Exception as exc:
+            self.notify(safe(str(exc)).plain, severity="error")
+            return
+        self.reload()
+        app.push_screen(WorkbenchScreen(session_id))
+
+    def action_rename(self) -> None:
+        session_id = self._selected()
+        if not session_id:
+            return
+
+        def done(name: str | None) -> None:
+            if name is None:
+                return
+            try:
+                self.app.rename_session(session_id, name.strip().splitlines()[0] if name.strip() else "")
+                self.notify(f"renamed {session_id}")
+            except Exception as exc:
+                self.notify(str(exc), severity="error")
+            self.reload()
+        self.app.push_screen(EditScreen(f"Name of session {session_id}", ""), done)
 
 
 # ----------------------------------------------------------------------------- workbench
@@ -675,6 +821,27 @@ class PromptArborApp(App):
             "best_per_level": [per_level[k] for k in sorted(per_level)], "calls": calls,
             "session": session,
         }
+
+    async def create_session(self, spec: dict) -> str:
+        """(engine thread) a new session from the wizard's config; not run yet."""
+        from engine.runner import Runner
+
+        runner = Runner.create(spec["config"], spec["seed"], spec["icl"], store=self.store,
+                               cache_dir=self.store.cache_dir)
+        session_id = runner.session["id"]
+        runner.gateway.close()
+        self.store.unlock(session_id)  # the workbench takes the lock when it opens it
+        return session_id
+
+    def rename_session(self, session_id: str, name: str) -> None:
+        if not self.store.lock(session_id):
+            raise RuntimeError(f"session {session_id} is open in the workbench; rename it there")
+        try:
+            session = self.store.load(session_id)
+            session["name"] = name
+            self.store.save(session)
+        finally:
+            self.store.unlock(session_id)
 
     def export_session(self, session_id: str, node_id: str | None, session: dict | None = None):
         from sessions.export import export
