@@ -76,3 +76,11 @@ def test_help(snap_compare, store_dir):
         await pilot.pause(0.3)
     assert snap_compare(PromptArborApp(store_dir, "snap0001"), terminal_size=SIZE,
                         run_before=help_screen)
+
+
+def test_wizard(snap_compare, store_dir):
+    async def wizard(pilot):
+        await pilot.pause(0.2)
+        await pilot.press("n")
+        await pilot.pause(0.5)
+    assert snap_compare(PromptArborApp(store_dir), terminal_size=(130, 50), run_before=wizard)

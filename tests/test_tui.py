@@ -398,3 +398,29 @@ def test_wizard_creates_a_session_and_browser_renames_it(tmp_path, fake_server, 
 
     session_id = asyncio.run(scenario())
     assert stored(tmp_path, session_id)["config"]["search"]["depth"] == 2
+
+
+def test_theme_choice_persists_and_palette_runs_actions(tmp_path, fake_server, fake_key):
+    session_id = new_session(tmp_path, fake_server)
+
+    async def first():
+        app = PromptArborApp(tmp_path / "store", session_id)
+        async with app.run_test(size=(140, 40)) as pilot:
+            screen = await open_workbench(pilot)
+            assert app.theme == "arbor-dark"
+            app.theme = "arbor-light"
+            commands = {c.title: c for c in app.get_system_commands(screen)}
+            commands["One step (space)"].callback()  # what the palette runs
+            await wait_for(pilot, lambda: stored(tmp_path, session_id)["steps"] == 1)
+            await wait_for(pilot, idle(screen))
+            await pilot.press("q")
+
+    async def second():
+        app = PromptArborApp(tmp_path / "store")
+        async with app.run_test(size=(140, 40)) as pilot:
+            await pilot.pause(0.1)
+            assert app.theme == "arbor-light"
+            await pilot.press("q")
+
+    asyncio.run(first())
+    asyncio.run(second())

@@ -37,6 +37,18 @@ KEYS = [
     ("q", "quit (the session is saved either way)"),
 ]
 
+# key, what it does, the workbench action: also offered in the command palette
+WORKBENCH_COMMANDS = [
+    ("space", "one step", "step"), ("L", "one level / iteration", "level"),
+    ("r", "run to the end", "run"), ("p", "pause after the step in flight", "pause"),
+    ("x", "prune / unprune the selected node", "prune"),
+    ("c", "edit the selected node's critique", "critique"),
+    ("g", "regenerate a child from the critique", "regenerate"),
+    ("n", "new hand-written prompt under the selected node", "new_prompt"),
+    ("a", "accept the selected node", "accept"), ("o", "export the selected node", "export"),
+    ("d", "diff with the parent", "diff"), ("l", "show / hide the log", "toggle_log"),
+]
+
 ICONS = {"root": "◆", "beam": "●", "best": "★", "expanded": "○", "pruned": "⌀",
          "failed": "✗", "accepted": "✓", "open": "·"}
 
@@ -531,8 +543,9 @@ class WorkbenchScreen(Screen):
         done_calls, planned = sum(calls.values()), sum(plan.values())
         state = "running" if self.busy else s["status"]
         usage = snap["usage"]
-        roles = " · ".join(f"{r} {calls.get(r, 0)} ({usage.get(r, {}).get('tokens_in', 0)}→"
-                           f"{usage.get(r, {}).get('tokens_out', 0)} tok)"
+        roles = " · ".join(f"{r[:4]} {calls.get(r, 0)} ({usage.get(r, {}).get('tokens_in', 0)}→"
+                           f"{usage.get(r, {}).get('tokens_out', 0)} tok"
+                           f" ${usage.get(r, {}).get('cost', 0.0):.3f})"
                            for r in ("base", "optimizer", "evaluator"))
         title = Text(f"PromptArbor ─ session {snap['id']} {snap['name']!s} ─ {snap['method']} ─ "
                      f"base: {snap['models']['base']} ─ ● {state}")
@@ -766,8 +779,13 @@ class PromptArborApp(App):
 
     def get_system_commands(self, screen: Screen):
         yield from super().get_system_commands(screen)
-        for key, text in KEYS:
-            yield SystemCommand(f"Key {key}: {text}", "show the key table", self._show_help)
+        yield SystemCommand("Help: keys", "the key table", self._show_help)
+        if isinstance(screen, WorkbenchScreen):
+            for key, text, action in WORKBENCH_COMMANDS:
+                yield SystemCommand(f"{text[0].upper()}{text[1:]} ({key})", "workbench",
+                                    getattr(screen, f"action_{action}"))
+        elif isinstance(screen, BrowserScreen):
+            yield SystemCommand("New session (n)", "browser", screen.action_new)
 
     def _show_help(self) -> None:
         self.push_screen("help")
