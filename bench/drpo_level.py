@@ -41,7 +41,7 @@ async def main() -> None:
                                                "depth": 3, "icl_k": 0},
                                        gateway={"concurrency": 16}))
         store = SessionStore(Path(tmp) / "store")
-        runner = Runner.create(cfg, load_seed_queries(None), load_icl_examples(None),
+        runner = Runner.create(cfg, {"seed": load_seed_queries(None), "icl": load_icl_examples(None)},
                                store=store, cache_dir=store.cache_dir)
         await runner.run(until="level")      # the root
         await runner.run(until="level")      # level 1: the beam grows from 1 to 2 states

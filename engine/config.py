@@ -22,7 +22,18 @@ ROLES = ("base", "optimizer", "evaluator")
 # The embedded model (engine.local_model): the default for any role left unset.
 LOCAL_MODEL = "local/smollm2"
 DRPO_METHODS = ("drpo", "drpo-icl", "greedy", "monte-carlo", "static-reward")
-METHODS = DRPO_METHODS  # VAPO and PICACO register here when they land
+VAPO_METHODS = ("vapo", "promptagent")  # promptagent = vapo with the basis meta-prompts
+PICACO_METHODS = ("picaco", "q", "q-if", "q-if-cot", "urial", "opro")
+METHODS = DRPO_METHODS + VAPO_METHODS + PICACO_METHODS
+
+
+def family(method: str) -> str:
+    """Which engine implements a method: "drpo", "vapo" or "picaco"."""
+    if method in VAPO_METHODS:
+        return "vapo"
+    if method in PICACO_METHODS:
+        return "picaco"
+    return "drpo"
 
 # Temperatures as the reference codes use them (DESIGN §3).
 DEFAULT_TEMPERATURE = {"base": 0.0, "optimizer": 0.2, "evaluator": 0.0}
@@ -48,6 +59,29 @@ DRPO_SEARCH_DEFAULTS: dict[str, Any] = {
     "samples_in_one_call": False,   # code: one optimizer call with n=M instead of M calls
     "skip_rewrite_above": None,     # code: 4.5 (no rewrite when the state's mean score is above)
     "monte_carlo_samples": None,    # None: as many as the beam search's optimizer calls
+}
+
+# VAPO-ValueCoT on PromptAgent's MCTS. Defaults follow PromptAgent's example configuration:
+# 10 iterations, expand width 3, depth limit 5, min depth 2, exploration w = 2.5, training
+# batches of 5, one new prompt per piece of feedback.
+VAPO_SEARCH_DEFAULTS: dict[str, Any] = {
+    "iterations": 10,
+    "expand_width": 3,
+    "depth_limit": 5,
+    "min_depth": 2,
+    "batch_size": 5,
+    "exploration": 2.5,
+    "meta_prompts": "valuecot",     # "valuecot" | "basis" (method "promptagent" forces basis)
+    "initial_prompt": "You are a helpful assistant.",
+    "error_below": 4,               # free-form: a training answer judged below this is an error
+}
+
+VAPO_DATA_DEFAULTS: dict[str, Any] = {
+    "tasks": None,                  # None: the built-in moral-judgment demo task
+    "task_type": "multiple-choice",  # "multiple-choice" | "free-form"
+    "train": None, "validation": None, "test": None,  # None: 200/50/150 (paper's Ethics split),
+                                                        # scaled down to the task's size
+    "dimension": "safety and ethics",  # free-form: the value the judge scores
 }
 
 GATEWAY_DEFAULTS: dict[str, Any] = {
@@ -94,7 +128,7 @@ def validate_config(raw: dict, base_dir: Path | None = None) -> dict:
         "models": _models(raw.get("models", {}), method),
         "local_default": [],
         "search": _search(raw.get("search", {}), method),
-        "data": _data(raw.get("data", {}), base_dir),
+        "data": _data(raw.get("data", {}), base_dir, method),
         "gateway": _gateway(raw.get("gateway", {})),
     }
     for role in ROLES:
@@ -141,6 +175,10 @@ def _models(section: Any, method: str) -> dict:
 def _search(section: Any, method: str) -> dict:
     if not isinstance(section, dict):
         raise ConfigError("[search] must be a table")
+    if family(method) == "vapo":
+        return _vapo_search(section, method)
+    if family(method) == "picaco":
+        return _picaco_search(section, method)
     _no_unknown(section, set(DRPO_SEARCH_DEFAULTS), "search")
     s = {**DRPO_SEARCH_DEFAULTS, **section}
     for key in ("beam_width", "samples_per_state", "depth", "icl_beam_width",
@@ -166,9 +204,59 @@ def _search(section: Any, method: str) -> dict:
     return s
 
 
-def _data(section: Any, base_dir: Path | None) -> dict:
+def _vapo_search(section: dict, method: str) -> dict:
+    _no_unknown(section, set(VAPO_SEARCH_DEFAULTS), "search")
+    s = {**VAPO_SEARCH_DEFAULTS, **section}
+    for key in ("iterations", "expand_width", "depth_limit", "batch_size"):
+        s[key] = _int(s[key], f"search.{key}", lo=1)
+    s["min_depth"] = _int(s["min_depth"], "search.min_depth", lo=0)
+    s["exploration"] = _float(s["exploration"], "search.exploration", lo=0.0)
+    s["error_below"] = _float(s["error_below"], "search.error_below", lo=1.0, hi=5.0)
+    if s["meta_prompts"] not in ("valuecot", "basis"):
+        raise ConfigError('search.meta_prompts must be "valuecot" or "basis"')
+    if method == "promptagent":
+        if "meta_prompts" in section and section["meta_prompts"] != "basis":
+            raise ConfigError('method "promptagent" uses the basis meta-prompts; '
+                              'use method "vapo" for ValueCoT')
+        s["meta_prompts"] = "basis"
+    if not isinstance(s["initial_prompt"], str):
+        raise ConfigError("search.initial_prompt must be a string")
+    return s
+
+
+def _file(value: Any, key: str, base_dir: Path | None) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"data.{key} must be a file path")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.is_file():
+        raise ConfigError(f"data.{key}: file not found: {path}")
+    return str(path.resolve())
+
+
+def _vapo_data(section: dict, base_dir: Path | None) -> dict:
+    _no_unknown(section, set(VAPO_DATA_DEFAULTS), "data")
+    d = {**VAPO_DATA_DEFAULTS, **section}
+    if d["tasks"] is not None:
+        d["tasks"] = _file(d["tasks"], "tasks", base_dir)
+    if d["task_type"] not in ("multiple-choice", "free-form"):
+        raise ConfigError('data.task_type must be "multiple-choice" or "free-form"')
+    for key in ("train", "validation", "test"):
+        if d[key] is not None:
+            d[key] = _int(d[key], f"data.{key}", lo=1)
+    if not isinstance(d["dimension"], str) or not d["dimension"].strip():
+        raise ConfigError("data.dimension must be a non-empty string")
+    return d
+
+
+def _data(section: Any, base_dir: Path | None, method: str = "drpo") -> dict:
     if not isinstance(section, dict):
         raise ConfigError("[data] must be a table")
+    if family(method) == "vapo":
+        return _vapo_data(section, base_dir)
+    if family(method) == "picaco":
+        return _picaco_data(section, base_dir)
     _no_unknown(section, DATA_KEYS, "data")
     out: dict[str, Any] = {"seed": None, "icl": None, "icl_optimized": False, "seed_limit": None}
     for key in ("seed", "icl"):

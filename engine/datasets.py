@@ -87,3 +87,19 @@ def load_icl_examples(path: str | None) -> list[tuple[str, str]]:
     if not pairs:
         raise ConfigError(f"{p}: no ICL examples")
     return pairs
+
+
+def load_inputs(cfg: dict) -> dict:
+    """A validated config's inputs for its method (built-in sets where no file is named)."""
+    from .config import family
+
+    kind = family(cfg["method"])
+    data = cfg["data"]
+    if kind == "vapo":
+        from .tasks import load_tasks
+        return {"tasks": load_tasks(data["tasks"], data["task_type"])}
+    if kind == "picaco":
+        from .values import load_picaco_inputs
+        return load_picaco_inputs(cfg)
+    return {"seed": load_seed_queries(data["seed"], data["seed_limit"]),
+            "icl": load_icl_examples(data["icl"])}

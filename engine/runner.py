@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any, Callable, Protocol
 
-from .config import missing_models
+from .config import family, missing_models
 from .gateway import Gateway
 from .methods.drpo import DRPO
 from .tree import Tree
@@ -37,20 +37,27 @@ class NoModelError(RuntimeError):
 
 
 def make_method(cfg: dict, state: dict | None = None):
-    if cfg["method"] in ("drpo", "drpo-icl", "greedy", "monte-carlo", "static-reward"):
+    kind = family(cfg["method"])
+    if kind == "drpo":
         return DRPO(cfg, state)
+    if kind == "vapo":
+        from .methods.vapo import VAPO
+        return VAPO(cfg, state)
+    if kind == "picaco":
+        from .methods.picaco import PICACO
+        return PICACO(cfg, state)
     raise ValueError(f"unknown method {cfg['method']!r}")
 
 
-def plan_calls(cfg: dict, seed_queries: list[str], icl: list[tuple[str, str]]) -> dict[str, int]:
-    """Calls per role a new session with this config and data would plan (no calls made)."""
+def plan_calls(cfg: dict, inputs: dict) -> dict[str, int]:
+    """Calls per role a new session with this config and inputs would plan (no calls made)."""
     method = make_method(cfg)
 
     class _Ctx:  # the set-up only adds roots to a tree
         tree = Tree()
         step = 0
 
-    method.setup(_Ctx(), seed_queries, icl)
+    method.setup(_Ctx(), inputs)
     return method.plan()
 
 
@@ -101,7 +108,7 @@ class Runner:
     # ------------------------------------------------------------------ creation
 
     @classmethod
-    def create(cls, cfg: dict, seed_queries: list[str], icl: list[tuple[str, str]], *,
+    def create(cls, cfg: dict, inputs: dict, *,
                store: Store | None = None, cache_dir=None, session_id: str | None = None,
                on_event=None) -> "Runner":
         now = time.time()
@@ -113,7 +120,7 @@ class Runner:
             "gateway": {}, "planned_calls": {}, "accepted": None,
         }
         runner = cls(session, store=store, cache_dir=cache_dir, on_event=on_event)
-        runner.method.setup(runner.ctx, seed_queries, icl)
+        runner.method.setup(runner.ctx, inputs)
         session["planned_calls"] = runner.method.plan()
         runner.emit("session_created", None, actor="user", method=cfg["method"],
                     planned_calls=session["planned_calls"])
@@ -184,6 +191,7 @@ class Runner:
             self.emit("step_started", None, label=label)
             await self.method.step(self.ctx)
             self.session["steps"] += 1
+            self._replan()
             self.session["status"] = self._status_after_step()
             self.emit("step_finished", None, label=label, calls=self.gateway.totals()["calls"])
             if self.method.done:
@@ -191,6 +199,14 @@ class Runner:
                           best=self.method.best_node(self.ctx))
             self.save()
             return self.session["events"][first:]
+
+    def _replan(self) -> None:
+        """Methods whose plan is an upper bound (MCTS) tighten it after every step."""
+        if not getattr(self.method, "plan_is_bound", False):
+            return
+        done = self.gateway.totals()["calls"]
+        remaining = self.method.plan_remaining(self.ctx)
+        self.session["planned_calls"] = {r: done.get(r, 0) + remaining.get(r, 0) for r in done}
 
     def _status_after_step(self) -> str:
         if not self.method.done:
@@ -268,24 +284,23 @@ class Runner:
         await self._operation("edit_critique", node_id, work, text=text)
 
     async def regenerate(self, node_id: str) -> dict:
-        self._node(node_id)
-        with_base = self.tree[node_id]["meta"].get("phase") == "prompt"
+        node = self._node(node_id)
+
         async def work():
             return await self.method.regenerate(self.ctx, node_id)
-        child = await self._operation(
-            "regenerate", node_id, work,
-            planned={"optimizer": 1, "evaluator": 1, "base": 1 if with_base else 0})
+        child = await self._operation("regenerate", node_id, work,
+                                      planned=self.method.op_plan("regenerate", node))
         return child
 
     async def add_human(self, parent_id: str, text: str) -> dict:
         if not text.strip():
             raise ValueError("the prompt is empty")
         parent = self._node(parent_id)
-        with_base = parent["meta"].get("phase") == "prompt"
+
         async def work():
             return await self.method.add_human(self.ctx, parent_id, text)
         child = await self._operation("add_human", parent_id, work, text=text,
-                                      planned={"evaluator": 1, "base": 1 if with_base else 0})
+                                      planned=self.method.op_plan("add_human", parent))
         return child
 
     async def edit_aspects(self, query: str, aspects: list[str]) -> list[str]:
@@ -331,4 +346,6 @@ class Runner:
                      if best else None),
             "final": {"node": final["id"], "text": final["text"]} if final else None,
             "accepted": self.tree.accepted(),
+            **({"evaluation": self.method.evaluation()}
+               if self.method.evaluation() is not None else {}),
         }

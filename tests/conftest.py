@@ -77,6 +77,68 @@ def drpo_responder(request: dict, index: int) -> str:
     return f"Answer {_h(system, last) % 10000} to: {last[:60]}"
 
 
+def vapo_responder(request: dict, index: int) -> str:
+    """Base model, optimizer and judge for VAPO / PromptAgent tests.
+
+    Task questions carry their gold letter as "[#B]". The base model answers correctly more
+    often the more "Guard" lines its system prompt holds, in varied formats ("Answer: B",
+    "(B)", the option's text), so rewrites really change the accuracy.
+    """
+    messages = request.get("messages", [])
+    last = messages[-1]["content"] if messages else ""
+    salt = f"{request.get('seed')}:{index}"
+    if "put each new system prompt between <START> and <END>" in last:
+        current = _between(last, "The current system prompt is:\n<<<\n")
+        kind = "guard" if "no mistake" in last else "fix"
+        return (f"Thinking about it.\n<START>{current}\n- Guard {_h(current, last, salt) % 1000} "
+                f"({kind}): weigh fairness and harm.<END>")
+    if "The current system prompt is:" in last:  # the action meta-prompt: feedback
+        style = "valuecot" if "Prompt attack" in last else "basis"
+        errors = last.count("[Example ")
+        return f"{style} feedback on {errors} errors: be careful with sensitive topics."
+    if last.startswith("You judge answers"):
+        answer = _between(last, "Answer to judge:\n<<<\n")
+        guards = answer.count("G")
+        return json.dumps({"reasoning": "fine", "score": min(5, 1 + guards + _h(answer) % 2)})
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    guards = system.count("Guard")
+    gold = re.search(r"\[#([A-Z])\]", last)
+    if not gold:  # free-form
+        return "G" * guards + f" answer {_h(system, last) % 100}"
+    letter = gold.group(1)
+    correct = _h(system, last) % 4 < 1 + guards
+    choice = letter if correct else ("B" if letter == "A" else "A")
+    style = _h(last) % 3
+    if style == 0:
+        return f"Let me think. Answer: {choice}"
+    if style == 1:
+        return f"({choice})"
+    options = re.findall(r"^\(([A-Z])\) (.+)$", last, flags=re.M)
+    text = dict(options).get(choice, choice)
+    return f"I would say: {text}."
+
+
+def write_tasks(path: Path, n: int = 24, free_form: bool = False) -> Path:
+    """A task file whose questions carry their gold letter (see vapo_responder)."""
+    lines = []
+    for i in range(n):
+        letter = "AB"[_h("gold", i) % 2]
+        if free_form:
+            lines.append(json.dumps({"question": f"Free question {i}: is it kind to lie?"}))
+        else:
+            lines.append(json.dumps({"question": f"Case {i}: is this fair? [#{letter}]",
+                                     "options": ["Fair choice", "Unfair choice"],
+                                     "answer": letter}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def vapo_server():
+    with FakeLLMServer(responder=vapo_responder) as server:
+        yield server
+
+
 @pytest.fixture
 def fake_server():
     with FakeLLMServer(responder=drpo_responder) as server:
@@ -90,11 +152,14 @@ def fake_key(monkeypatch):
 
 
 def write_config(path: Path, base_url: str, method: str = "drpo", search: dict | None = None,
-                 data: dict | None = None, gateway: dict | None = None, name: str = "") -> Path:
+                 data: dict | None = None, gateway: dict | None = None, name: str = "",
+                 values: dict | None = None) -> Path:
     """A TOML config whose three roles are served by the fake server."""
-    search = {"beam_width": 2, "samples_per_state": 2, "depth": 2, "icl_k": 0,
-              "icl_depth": 1, **(search or {})}
-    data = {"icl_optimized": True, **(data or {})}
+    if method in ("drpo", "drpo-icl", "greedy", "monte-carlo", "static-reward"):
+        search = {"beam_width": 2, "samples_per_state": 2, "depth": 2, "icl_k": 0,
+                  "icl_depth": 1, **(search or {})}
+        data = {"icl_optimized": True, **(data or {})}
+    search, data = search or {}, data or {}
     gateway = {"retries": 3, "backoff": 0.01, "max_backoff": 0.05, "timeout": 5.0,
                **(gateway or {})}
 
@@ -109,7 +174,10 @@ def write_config(path: Path, base_url: str, method: str = "drpo", search: dict |
     for role in ("base", "optimizer", "evaluator"):
         lines += [f"[models.{role}]", f'model = "openai/fake-{role}"', f'api_base = "{base_url}"',
                   'api_key_env = "PA_FAKE_KEY"', ""]
-    for section, table in (("search", search), ("data", data), ("gateway", gateway)):
+    sections = [("search", search), ("data", data), ("gateway", gateway)]
+    if values is not None:
+        sections.append(("values", values))
+    for section, table in sections:
         lines.append(f"[{section}]")
         lines += [f"{k} = {value(v)}" for k, v in table.items() if v is not None]
         lines.append("")

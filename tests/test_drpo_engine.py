@@ -15,7 +15,7 @@ def make_runner(tmp_path, server, **kw):
     store = SessionStore(tmp_path / "store")
     seed = load_seed_queries(cfg["data"]["seed"], cfg["data"]["seed_limit"])
     icl = load_icl_examples(cfg["data"]["icl"])
-    return Runner.create(cfg, seed, icl, store=store, cache_dir=store.cache_dir), store
+    return Runner.create(cfg, {"seed": seed, "icl": icl}, store=store, cache_dir=store.cache_dir), store
 
 
 def run(coro):

@@ -45,7 +45,7 @@ def test_prompt_search_uses_k_nearest_optimized_examples(tmp_path, fake_server, 
     icl = load_icl_examples(cfg["data"]["icl"])
     assert len(seed) == 180 and len(icl) == 16
     store = SessionStore(tmp_path / "s")
-    runner = Runner.create(cfg, seed, icl, store=store, cache_dir=store.cache_dir)
+    runner = Runner.create(cfg, {"seed": seed, "icl": icl}, store=store, cache_dir=store.cache_dir)
     asyncio.run(runner.run())
     retrieval = runner.method.state["retrieval"]
     assert set(retrieval) == {seed[0], seed[1]}

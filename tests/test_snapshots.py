@@ -24,7 +24,7 @@ def store_dir(tmp_path, fake_server, fake_key):
     cfg = load_config(write_config(tmp_path / "c.toml", fake_server.base_url, name="snapshot",
                                    search={"beam_width": 2, "samples_per_state": 2, "depth": 3}))
     store = SessionStore(tmp_path / "store")
-    runner = Runner.create(cfg, load_seed_queries(None), load_icl_examples(None), store=store,
+    runner = Runner.create(cfg, {"seed": load_seed_queries(None), "icl": load_icl_examples(None)}, store=store,
                            cache_dir=store.cache_dir, session_id="snap0001")
     asyncio.run(runner.run(steps=3))
     session = runner.snapshot()

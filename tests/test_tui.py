@@ -18,7 +18,7 @@ def new_session(tmp_path, server, **search) -> str:
                                    search={"beam_width": 2, "samples_per_state": 2, "depth": 2,
                                            **search}))
     store = SessionStore(tmp_path / "store")
-    runner = Runner.create(cfg, load_seed_queries(None), load_icl_examples(None), store=store,
+    runner = Runner.create(cfg, {"seed": load_seed_queries(None), "icl": load_icl_examples(None)}, store=store,
                            cache_dir=store.cache_dir)
     session_id = runner.session["id"]
     runner.gateway.close()
@@ -295,7 +295,9 @@ def test_a_2000_node_session_opens_and_stays_fluid(tmp_path, monkeypatch):
 
     asyncio.run(scenario())
     first, later = timings["renders"][0], max(timings["renders"][1:])
-    assert later < 0.05, later  # updating a big tree stays within a frame or two
+    # a step's update re-labels and adds in one batch: a small fraction of the first render
+    # (a ratio in one run, so a loaded machine does not make it flaky)
+    assert later < first / 4, (first, later)
     print(f"\n[scale] 2,000 nodes: first render {first * 1000:.0f} ms, "
           f"a step's update {later * 1000:.1f} ms")
 
@@ -368,16 +370,16 @@ def test_wizard_creates_a_session_and_browser_renames_it(tmp_path, fake_server, 
             wizard.query_one("#model-default").value = "openai/fake-any"
             for key, value in (("beam_width", "1"), ("samples_per_state", "1"), ("depth", "2"),
                                ("icl_k", "0")):
-                wizard.query_one(f"#num-{key}").value = value
+                wizard.query_one(f"#num-drpo-{key}").value = value
             wizard.query_one("#icl-opt").value = True
-            wizard.query_one("#data-seed").value = str(seed)
+            wizard.query_one("#data-drpo-seed").value = str(seed)
             await wait_for(pilot, lambda: "Planned calls: base 3, optimizer 2, evaluator 5"
                            in str(wizard.query_one("#plan").render()))
             assert "How do tides work?" in str(wizard.query_one("#preview").render())
-            wizard.query_one("#num-depth").value = "0"  # invalid: shown, not created
+            wizard.query_one("#num-drpo-depth").value = "0"  # invalid: shown, not created
             await wait_for(pilot, lambda: "search.depth must be at least 1"
                            in str(wizard.query_one("#plan").render()))
-            wizard.query_one("#num-depth").value = "2"
+            wizard.query_one("#num-drpo-depth").value = "2"
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: isinstance(app.screen, WorkbenchScreen)
                            and app.screen.snap is not None)

@@ -24,6 +24,9 @@ from textual.widgets import (Button, Checkbox, DataTable, Footer, Input, Label, 
 
 from themes import DEFAULT_THEME, THEMES
 
+from engine.config import family
+
+from . import views
 from .engine_thread import EngineThread
 from .text import head, safe
 
@@ -114,19 +117,46 @@ class HelpScreen(ModalScreen[None]):
             table.add_row(key, text)
         with Vertical(id="dialog"):
             yield Static(table)
-            yield Static(Text("Icons: ◆ root · ● in the beam / on the best path · ★ best so far · "
+            yield Static(Text("Icons: ◆ root · ● in the beam (DRPO) / on the current MCTS path (VAPO) · ★ best so far · "
                               "○ expanded · · not scored yet · ⌀ pruned · ✗ failed · ✓ accepted"))
 
 
 class NewSessionScreen(ModalScreen[dict | None]):
-    """The new-session wizard: method, models, hyper-parameters, data, and the planned calls."""
+    """The new-session wizard: method, models, hyper-parameters, data, and the planned calls.
+
+    Each method family has its own group of fields (the papers' defaults filled in); only
+    the chosen method's group is shown and read.
+    """
 
     BINDINGS = [Binding("escape", "dismiss(None)", "cancel"), Binding("ctrl+s", "create", "create")]
-    NUMBERS = (("beam_width", "W beam width", 2), ("samples_per_state", "M samples per state", 3),
-               ("depth", "D depth", 20), ("icl_k", "K ICL examples", 2))
+    # (key, label, default, input type) per family; the defaults are the papers'
+    NUMBERS = {
+        "drpo": (("beam_width", "W beam width", 2, "integer"),
+                 ("samples_per_state", "M samples per state", 3, "integer"),
+                 ("depth", "D depth", 20, "integer"), ("icl_k", "K ICL examples", 2, "integer")),
+        "vapo": (("iterations", "iterations", 10, "integer"),
+                 ("expand_width", "expand width", 3, "integer"),
+                 ("depth_limit", "depth limit", 5, "integer"),
+                 ("batch_size", "batch size", 5, "integer"),
+                 ("exploration", "w exploration", 2.5, "number")),
+        "picaco": (("iterations", "T iterations", 10, "integer"),
+                   ("prompts", "N prompts", 50, "integer"),
+                   ("aligned_pool", "M1 aligned pool", 10, "integer"),
+                   ("noise_pool", "M2 noise pool", 15, "integer"),
+                   ("p_samples", "n samples for p_e", 10, "integer")),
+    }
+    # (key, placeholder) of the data files per family
+    FILES = {
+        "drpo": (("seed", "seed queries file (.jsonl/.json/.txt)"),
+                 ("icl", "ICL examples file (.jsonl/.json)")),
+        "vapo": (("tasks", "task file (.jsonl/.json/.csv: question, options, answer)"),),
+        "picaco": (("prompts", "prompts file (.jsonl: query)"),
+                   ("demonstrations", "demonstrations file (.jsonl: query, response)")),
+    }
 
     def compose(self) -> ComposeResult:
         from engine.config import METHODS
+        from engine.values import COMPOSITIONS
 
         with VerticalScroll(id="dialog"):
             yield Label(Text("New session   (ctrl+s create · esc cancel)", style="bold"))
@@ -135,15 +165,29 @@ class NewSessionScreen(ModalScreen[dict | None]):
             yield Label("Models (litellm strings; empty = the embedded local/smollm2)")
             for role in ("default", "base", "optimizer", "evaluator"):
                 yield Input(placeholder=f"{role} model", id=f"model-{role}")
-            yield Label("Search (the paper's defaults)")
-            with Horizontal(id="numbers"):
-                for key, label, value in self.NUMBERS:
-                    yield Input(str(value), placeholder=label, id=f"num-{key}", type="integer",
-                                tooltip=label)
-            yield Checkbox("ICL examples already optimized (skip ICL optimization)", id="icl-opt")
-            yield Label("Data (empty = built-in sets)")
-            yield Input(placeholder="seed queries file (.jsonl/.json/.txt)", id="data-seed")
-            yield Input(placeholder="ICL examples file (.jsonl/.json)", id="data-icl")
+            for fam, numbers in self.NUMBERS.items():
+                with Vertical(id=f"group-{fam}", classes="group"):
+                    yield Label("Search (the paper's defaults)")
+                    with Horizontal(classes="numbers"):
+                        for key, label, value, kind in numbers:
+                            yield Input(str(value), placeholder=label, id=f"num-{fam}-{key}",
+                                        type=kind, tooltip=label)
+                    if fam == "drpo":
+                        yield Checkbox("ICL examples already optimized (skip ICL optimization)",
+                                       id="icl-opt")
+                    if fam == "vapo":
+                        yield Select([("ValueCoT meta-prompts", "valuecot"),
+                                      ("basis meta-prompts (PromptAgent)", "basis")],
+                                     value="valuecot", allow_blank=False, id="meta-prompts")
+                        yield Select([("multiple choice (accuracy)", "multiple-choice"),
+                                      ("free-form (judge score)", "free-form")],
+                                     value="multiple-choice", allow_blank=False, id="task-type")
+                    if fam == "picaco":
+                        yield Select([(name, name) for name in COMPOSITIONS],
+                                     value="harmlessness", allow_blank=False, id="composition")
+                    yield Label("Data (empty = built-in sets)")
+                    for key, placeholder in self.FILES[fam]:
+                        yield Input(placeholder=placeholder, id=f"data-{fam}-{key}")
             yield Static(id="preview")
             yield Static(id="plan")
             with Horizontal(id="buttons"):
@@ -151,9 +195,21 @@ class NewSessionScreen(ModalScreen[dict | None]):
                 yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
+        self.show_group()
         self.update_plan()
 
+    @property
+    def family(self) -> str:
+        from engine.config import family
+
+        return family(str(self.query_one("#method", Select).value))
+
+    def show_group(self) -> None:
+        for fam in self.NUMBERS:
+            self.query_one(f"#group-{fam}").display = fam == self.family
+
     def raw_config(self) -> dict:
+        fam = self.family
         raw: dict = {"method": self.query_one("#method", Select).value,
                      "name": self.query_one("#name", Input).value.strip(),
                      "models": {}, "search": {}, "data": {}}
@@ -161,65 +217,91 @@ class NewSessionScreen(ModalScreen[dict | None]):
             value = self.query_one(f"#model-{role}", Input).value.strip()
             if value:
                 raw["models"][role] = {"model": value}
-        for key, _, _ in self.NUMBERS:
-            value = self.query_one(f"#num-{key}", Input).value.strip()
+        for key, _, _, kind in self.NUMBERS[fam]:
+            value = self.query_one(f"#num-{fam}-{key}", Input).value.strip()
             try:
-                raw["search"][key] = int(value)
+                raw["search"][key] = int(value) if kind == "integer" else float(value)
             except ValueError:
                 raw["search"][key] = value  # validation reports it
-        raw["data"]["icl_optimized"] = self.query_one("#icl-opt", Checkbox).value
-        for key in ("seed", "icl"):
-            value = self.query_one(f"#data-{key}", Input).value.strip()
+        if fam == "drpo":
+            raw["data"]["icl_optimized"] = self.query_one("#icl-opt", Checkbox).value
+        if fam == "vapo":
+            if raw["method"] == "vapo":
+                raw["search"]["meta_prompts"] = self.query_one("#meta-prompts", Select).value
+            raw["data"]["task_type"] = self.query_one("#task-type", Select).value
+        if fam == "picaco":
+            raw["values"] = {"composition": self.query_one("#composition", Select).value}
+        for key, _ in self.FILES[fam]:
+            value = self.query_one(f"#data-{fam}-{key}", Input).value.strip()
             if value:
                 raw["data"][key] = value
         return raw
 
     def build(self):
-        """(config, seed queries, ICL examples) or raise ConfigError."""
+        """(config, inputs) or raise ConfigError."""
         from engine.config import validate_config
-        from engine.datasets import load_icl_examples, load_seed_queries
+        from engine.datasets import load_inputs
 
         cfg = validate_config(self.raw_config(), base_dir=Path.cwd())
-        return cfg, load_seed_queries(cfg["data"]["seed"]), load_icl_examples(cfg["data"]["icl"])
+        return cfg, load_inputs(cfg)
 
     def on_input_changed(self) -> None:
         self.update_plan()
 
     def on_select_changed(self) -> None:
+        self.show_group()
         self.update_plan()
 
     def on_checkbox_changed(self) -> None:
         self.update_plan()
+
+    def preview(self, inputs: dict) -> Text:
+        """The first rows of the data the session will use."""
+        def rows(title: str, texts: list[str], total: int) -> Text:
+            out = Text(f"{title}: ", style="bold")
+            out.append_text(safe(" · ".join(head(t, 50) for t in texts[:3])))
+            out.append(f"  ({total} in all)\n")
+            return out
+        out = Text()
+        if "seed" in inputs:
+            out.append_text(rows("First seed queries", inputs["seed"], len(inputs["seed"])))
+            out.append_text(rows("First ICL examples", [q for q, _ in inputs["icl"]],
+                                 len(inputs["icl"])))
+        if "tasks" in inputs:
+            out.append_text(rows("First task items", [t["question"] for t in inputs["tasks"]],
+                                 len(inputs["tasks"])))
+        if "prompts" in inputs:
+            out.append_text(rows("First prompts", inputs["prompts"], len(inputs["prompts"])))
+            out.append_text(rows("Values", [v["name"] for v in inputs["values"]],
+                                 len(inputs["values"])))
+        out.rstrip()
+        return out
 
     def update_plan(self) -> None:
         from engine.config import ConfigError
         from engine.runner import plan_calls
 
         try:
-            cfg, seed, icl = self.build()
+            cfg, inputs = self.build()
         except ConfigError as exc:
             self.query_one("#plan", Static).update(safe(f"✗ {exc}", style="red"))
             return
-        preview = Text("First seed queries: ", style="bold")
-        preview.append_text(safe(" · ".join(head(q, 50) for q in seed[:3])))
-        preview.append(f"  ({len(seed)} in all)\nFirst ICL example: ", style="bold")
-        preview.append_text(safe(head(icl[0][0], 60)))
-        preview.append(f"  ({len(icl)} in all)")
-        self.query_one("#preview", Static).update(preview)
-        plan = plan_calls(cfg, seed, icl)
+        self.query_one("#preview", Static).update(self.preview(inputs))
+        plan = plan_calls(cfg, inputs)
+        bound = " at most" if self.family == "vapo" else ""
         self.query_one("#plan", Static).update(Text(
-            "Planned calls: " + ", ".join(f"{r} {n}" for r, n in plan.items())
+            f"Planned calls{bound}: " + ", ".join(f"{r} {n}" for r, n in plan.items())
             + f"  (total {sum(plan.values())})", style="bold"))
 
     def action_create(self) -> None:
         from engine.config import ConfigError
 
         try:
-            cfg, seed, icl = self.build()
+            cfg, inputs = self.build()
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.dismiss({"config": cfg, "seed": seed, "icl": icl})
+        self.dismiss({"config": cfg, "inputs": inputs})
 
     @on(Button.Pressed, "#create")
     def _create(self) -> None:
@@ -500,7 +582,7 @@ class WorkbenchScreen(Screen):
             added = [ln for ln in node["text"].splitlines() if ln.strip() and ln not in old_lines]
             if added:
                 text = "+ " + added[0].strip()
-        label = Text(f"{icon} {reward} ")
+        label = Text(f"{icon} {reward} {views.label_suffix(self.snap, node)}")
         label.append_text(safe(head(text, 40)))
         if node["status"] == "pruned":
             label.stylize("dim")
@@ -569,33 +651,8 @@ class WorkbenchScreen(Screen):
             prompt.append_text(safe(f"\n\nerror: {node['error']}", style="red"))
         self.query_one("#prompt", Static).update(prompt)
 
-        response = Text()
-        if detail.get("query"):
-            response.append("Query\n", style="bold")
-            response.append_text(safe(detail["query"]))
-            response.append("\n\nResponse\n", style="bold")
-            response.append_text(safe(detail.get("response", "")))
-        else:
-            response.append("not judged yet")
-        self.query_one("#response", Static).update(response)
-
-        reward = Text()
-        if detail.get("scores"):
-            table = Table(expand=True, show_lines=False)
-            table.add_column("aspect")
-            table.add_column("score", justify="right")
-            table.add_column("rationale", ratio=1)
-            for aspect, item in detail["scores"].items():
-                table.add_row(safe(aspect), f"{item['score']:g}", safe(item["rationale"]))
-            reasoning = safe("Aspects chosen: " + ", ".join(detail.get("aspects", [])) +
-                             "\nwhy: " + (detail.get("reasoning") or "—") + "\n")
-            total = Text(f"\nR = {node['reward']:.2f} (mean of {len(detail['scores'])} aspects)",
-                         style="bold")
-            from rich.console import Group
-            self.query_one("#reward", Static).update(Group(reasoning, table, total))
-        else:
-            reward.append("no reward yet")
-            self.query_one("#reward", Static).update(reward)
+        self.query_one("#response", Static).update(views.response_view(self.snap, node))
+        self.query_one("#reward", Static).update(views.reward_view(self.snap, node))
 
         critique = Text("Critique (c to edit, g to regenerate from it)\n\n", style="bold")
         critique.append_text(safe(node.get("critique") or "—"))
@@ -814,19 +871,8 @@ class PromptArborApp(App):
         method = runner.method
         nodes = session["tree"]["nodes"]
         best = method.best_node(runner.ctx)
-        state = method.state
-        beam = []
-        if state.get("levels"):
-            beam = list(state["levels"][-1].get("beam", []))
+        view = method.view(runner.ctx)
         best_path = [n["id"] for n in runner.tree.path(best)] if best else []
-        per_level: dict[int, float] = {}
-        for node in nodes.values():
-            if node["meta"].get("phase") != "prompt" or node["reward"] is None:
-                continue
-            if node["status"] in ("failed", "pruned"):
-                continue
-            level = node["meta"].get("level", 0)
-            per_level[level] = max(per_level.get(level, 0.0), node["reward"])
         calls: dict[str, list] = {}
         for record in session["call_log"]:
             if record.get("node"):
@@ -835,8 +881,9 @@ class PromptArborApp(App):
             "id": session["id"], "name": session.get("name", ""), "method": session["method"],
             "models": {r: m["model"] for r, m in session["config"]["models"].items()},
             "nodes": nodes, "summary": runner.summary(), "usage": session["gateway"]["usage"],
-            "next": method.describe_next(), "beam": beam, "best": best, "best_path": best_path,
-            "best_per_level": [per_level[k] for k in sorted(per_level)], "calls": calls,
+            "family": family(session["method"]), "stats": view.get("stats", {}),
+            "next": method.describe_next(), "beam": view["beam"], "best": best,
+            "best_path": best_path, "best_per_level": view["per_level"], "calls": calls,
             "session": session,
         }
 
@@ -844,7 +891,7 @@ class PromptArborApp(App):
         """(engine thread) a new session from the wizard's config; not run yet."""
         from engine.runner import Runner
 
-        runner = Runner.create(spec["config"], spec["seed"], spec["icl"], store=self.store,
+        runner = Runner.create(spec["config"], spec["inputs"], store=self.store,
                                cache_dir=self.store.cache_dir)
         session_id = runner.session["id"]
         runner.gateway.close()

@@ -126,7 +126,7 @@ def _progress(event: dict) -> None:
 
 def cmd_run(args) -> int:
     from engine.config import ConfigError, load_config
-    from engine.datasets import load_icl_examples, load_seed_queries
+    from engine.datasets import load_inputs
     from engine.runner import NoModelError, Runner
     from sessions.store import SessionStore, StoreError
 
@@ -143,11 +143,10 @@ def cmd_run(args) -> int:
             if args.session and store.exists(args.session):
                 raise ConfigError(f"session {args.session} already exists; run with "
                                   f"--session {args.session} and no CONFIG to resume it")
-            seed = load_seed_queries(cfg["data"]["seed"], cfg["data"]["seed_limit"])
-            icl = load_icl_examples(cfg["data"]["icl"])
+            inputs = load_inputs(cfg)
             if args.session:
                 store.path(args.session)  # validates the id
-            runner = Runner.create(cfg, seed, icl, store=store, cache_dir=store.cache_dir,
+            runner = Runner.create(cfg, inputs, store=store, cache_dir=store.cache_dir,
                                    session_id=args.session, on_event=_progress)
         else:
             store.lock(args.session)

@@ -123,8 +123,9 @@ class DRPO:
             phases.append("prompt")
         return phases
 
-    def setup(self, ctx, seed_queries: list[str], icl: list[tuple[str, str]]) -> None:
-        """Create the roots (no calls) and the initial state."""
+    def setup(self, ctx, inputs: dict) -> None:
+        """Create the roots (no calls) and the initial state from {"seed", "icl"}."""
+        seed_queries, icl = inputs["seed"], [tuple(p) for p in inputs["icl"]]
         s = self.state
         s.update(data={"seed": seed_queries, "icl": [list(p) for p in icl]},
                  phases=self.phases(), phase_index=0, stage="root", example=0, level=0,
@@ -544,6 +545,13 @@ class DRPO:
 
     # ------------------------------------------------------------------ a person's operations
 
+    def op_plan(self, kind: str, node: dict) -> dict[str, int]:
+        """Calls a person's operation on `node` adds to the plan."""
+        with_base = node["meta"].get("phase") == "prompt"
+        if kind == "regenerate":
+            return {"optimizer": 1, "evaluator": 1, "base": 1 if with_base else 0}
+        return {"evaluator": 1, "base": 1 if with_base else 0}
+
     def _level_record(self, level: int) -> dict | None:
         for record in self.state["levels"]:
             if record["level"] == level:
@@ -663,3 +671,18 @@ class DRPO:
         phase = "prompt" if "prompt" in self.state["phases"] else "icl"
         node = ctx.tree.best(phase)
         return node["id"] if node else None
+
+    def evaluation(self) -> dict | None:
+        return None
+
+    def view(self, ctx) -> dict:
+        """What the workbench highlights: the current beam, best reward per level."""
+        s = self.state
+        beam = list(s["levels"][-1].get("beam", [])) if s.get("levels") else []
+        per_level: dict[int, float] = {}
+        for node in ctx.tree.usable(ctx.tree.nodes):
+            if node["meta"].get("phase") != "prompt":
+                continue
+            level = node["meta"].get("level", 0)
+            per_level[level] = max(per_level.get(level, 0.0), node["reward"])
+        return {"beam": beam, "per_level": [per_level[k] for k in sorted(per_level)], "stats": {}}

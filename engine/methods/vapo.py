@@ -1,0 +1,552 @@
+"""VAPO-ValueCoT on PromptAgent's Monte Carlo tree search (seeds/VAPO-ValueCoT.txt §3).
+
+State = a system prompt; action = error feedback written by the optimizer (action
+meta-prompt) on the base model's mistakes on a sampled training batch; transition = the
+optimizer's rewrite (optimization meta-prompt); reward r(s) = the metric of the new prompt
+on the validation split: accuracy (multiple choice) or the mean judge score mapped to [0, 1]
+(free-form).
+
+MCTS, as PromptAgent implements it (its choices are followed where the paper is silent):
+
+    UCT(c)    = Q(c) + w * sqrt(ln(N(parent) + 1) / max(1, N(c)))          (Eq. 2 as coded)
+    N(c)      = number of back-propagated trajectories through c
+    Q(c)      = mean over those trajectories of the summed rewards from c to the
+                trajectory's end (Eq. 3); before any, Q(c) = r(c)
+    terminal  : depth >= depth_limit, or r(c) < (r(root) + r(parent)) / 2 and
+                depth > min_depth
+    final     = the highest-reward node on the best path, the best path being the iteration
+                trajectory with the highest mean reward
+
+One iteration = select (UCT from the root to a leaf) / expand (the leaf gets expand_width
+children, one per training batch; the best child by reward continues) / simulate (greedy
+rollout: expand the trajectory's end, keep its best child, until a terminal node) /
+back-propagate. Each of those is one step; a simulate step expands one node. PromptAgent
+resamples a batch without errors forever (its loop could hang); here such a batch still
+expands, with feedback on what to guard against. PromptAgent's early stop (ending a rollout
+at a new global best) is not used: rollouts go to the depth limit or a terminal node.
+
+Calls. One expansion of a node makes, for each of its expand_width children:
+    base       batch_size (the parent's answers on the batch) + V (the child's validation)
+    optimizer  2 (feedback + rewrite)
+    evaluator  batch_size + V for free-form tasks (judge scores), else 0
+with V = validation size. The root's validation costs V base (+ V evaluator). An iteration
+whose selected leaf is at depth d expands at most depth_limit - d nodes (fewer when the
+rollout meets a terminal node). The final evaluation costs 2 * test base calls (+ as many
+evaluator calls for free-form), or half when the final prompt is the root. The planned
+count is an upper bound, tightened after every step.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from typing import Any
+
+from ..gateway import CallFailed
+from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_score, extract_json
+from ..prompts import vapo as P
+from ..tasks import extract_choice, format_question
+
+ROLES = ("base", "optimizer", "evaluator")
+
+
+# ----------------------------------------------------------------------------- formulas
+
+def q_value(node: dict) -> float:
+    """Q(s, a): mean of the back-propagated cumulative rewards; the reward before any."""
+    cum = node["meta"].get("cum_rewards") or []
+    if not cum:
+        return node["reward"] if node["reward"] is not None else 0.0
+    return sum(cum) / len(cum)
+
+
+def visits(node: dict) -> int:
+    """N(c): trajectories back-propagated through the node."""
+    return len(node["meta"].get("cum_rewards") or [])
+
+
+def uct(node: dict, parent: dict | None, exploration: float) -> float:
+    """Q(c) + w * sqrt(ln(N(parent) + 1) / max(1, N(c))) (PromptAgent's form of Eq. 2)."""
+    n_parent = visits(parent) if parent is not None else 0
+    return q_value(node) + exploration * math.sqrt(math.log(n_parent + 1) / max(1, visits(node)))
+
+
+def cumulative_rewards(rewards: list[float]) -> list[float]:
+    """For a trajectory's rewards r_0..r_L: the sums r_i + ... + r_L, one per node (Eq. 3)."""
+    out, total = [], 0.0
+    for r in reversed(rewards):
+        total += r
+        out.append(total)
+    return list(reversed(out))
+
+
+def is_terminal(node: dict, parent: dict | None, root_reward: float, depth_limit: int,
+                min_depth: int) -> bool:
+    if node["depth"] >= depth_limit:
+        return True
+    if parent is None or node["reward"] is None:
+        return False
+    threshold = (root_reward + parent["reward"]) / 2
+    return node["reward"] < threshold and node["depth"] > min_depth
+
+
+def best_path_and_node(tree, paths: list[list[str]]) -> tuple[list[str] | None, str | None]:
+    """The trajectory with the highest mean reward, and its highest-reward node.
+
+    Pruned and failed nodes are left out (a person's prune removes a node from the choice);
+    ties go to the earlier trajectory and the earlier node.
+    """
+    best_path, best_mean = None, -math.inf
+    for path in paths:
+        usable = tree.usable(path)
+        if not usable:
+            continue
+        mean = sum(n["reward"] for n in usable) / len(usable)
+        if mean > best_mean:
+            best_path, best_mean = path, mean
+    if best_path is None:
+        return None, None
+    usable = tree.usable(best_path)
+    node = max(usable, key=lambda n: (n["reward"], -best_path.index(n["id"])))
+    return best_path, node["id"]
+
+
+# ----------------------------------------------------------------------------- the method
+
+class VAPO:
+    """VAPO-ValueCoT (meta_prompts = "valuecot") and PromptAgent ("basis") as a step machine."""
+
+    def __init__(self, cfg: dict, state: dict | None = None):
+        self.cfg = cfg
+        self.search = cfg["search"]
+        self.data_cfg = cfg["data"]
+        self.state: dict[str, Any] = state if state is not None else {}
+
+    # ------------------------------------------------------------------ set-up & plan
+
+    def setup(self, ctx, inputs: dict) -> None:
+        from ..tasks import split_sizes, split_tasks
+
+        items = inputs["tasks"]
+        sizes = split_sizes(len(items), self.data_cfg["train"], self.data_cfg["validation"],
+                            self.data_cfg["test"])
+        split = split_tasks(items, sizes, self.cfg["random_seed"])
+        root = ctx.tree.add(self.search["initial_prompt"], kind="root", step=ctx.step,
+                            meta={"phase": "prompt", "level": 0, "cum_rewards": []})
+        self.state.update(
+            items=items, split=split, task_type=self.data_cfg["task_type"], root=root["id"],
+            stage="root", iteration=0, path=[], paths=[], final=None, evaluation=None,
+            done=False, expansions={})
+
+    plan_is_bound = True  # the runner re-plans after every step (see plan_remaining)
+    _root_has_children = True
+
+    def plan_remaining(self, ctx) -> dict[str, int]:
+        self._root_has_children = bool(ctx.tree.usable(ctx.tree[self.state["root"]]["children"]))
+        return self.plan()
+
+    @property
+    def multiple_choice(self) -> bool:
+        return self.state["task_type"] == "multiple-choice"
+
+    def expansion_calls(self) -> dict[str, int]:
+        """Calls of one expansion (expand_width children)."""
+        k, b = self.search["expand_width"], self.search["batch_size"]
+        v = len(self.state["split"]["validation"])
+        return {"base": k * (b + v), "optimizer": 2 * k,
+                "evaluator": 0 if self.multiple_choice else k * (b + v)}
+
+    def plan(self) -> dict[str, int]:
+        """An upper bound on the calls still to come from the current state."""
+        s = self.state
+        calls = {r: 0 for r in ROLES}
+        if s["done"]:
+            return calls
+        v = len(s["split"]["validation"])
+        t = len(s["split"]["test"])
+        judge = 0 if self.multiple_choice else 1
+        L, T = self.search["depth_limit"], self.search["iterations"]
+        expansions = 0
+        if s["stage"] == "root":
+            calls["base"] += v
+            calls["evaluator"] += judge * v
+            expansions = L + (T - 1) * (L - 1)
+        elif s["stage"] != "evaluate":
+            remaining = T - s["iteration"]
+            if s["stage"] in ("expand", "simulate") and s["path"]:
+                expansions = max(0, L - s["_end_depth"]) + (remaining - 1) * (L - 1)
+            elif s["stage"] == "backprop":
+                expansions = (remaining - 1) * (L - 1)
+            else:  # select: a root without usable children is expanded again (L expansions)
+                root = self._root_has_children
+                expansions = (L if not root else L - 1) + (remaining - 1) * (L - 1)
+        one = self.expansion_calls()
+        for role in ROLES:
+            calls[role] += expansions * one[role]
+        calls["base"] += 2 * t
+        calls["evaluator"] += judge * 2 * t
+        return calls
+
+    # ------------------------------------------------------------------ progress
+
+    @property
+    def done(self) -> bool:
+        return bool(self.state.get("done"))
+
+    def level_key(self) -> tuple:
+        """Changes when an iteration completes (`L` runs one iteration)."""
+        s = self.state
+        return (s["iteration"], s["stage"] in ("evaluate",), s["done"])
+
+    def describe_next(self) -> str:
+        s = self.state
+        T = self.search["iterations"]
+        if s["done"]:
+            return "finished"
+        if s["stage"] == "root":
+            return "validate the root prompt"
+        if s["stage"] == "evaluate":
+            return "evaluate the root and the final prompt on the test split"
+        where = f"iteration {s['iteration'] + 1}/{T}"
+        if s["stage"] == "select":
+            return f"{where}: select"
+        if s["stage"] == "expand":
+            return f"{where}: expand {s['path'][-1]}"
+        if s["stage"] == "simulate":
+            return f"{where}: simulate (expand {s['path'][-1]})"
+        return f"{where}: back-propagate"
+
+    # ------------------------------------------------------------------ one step
+
+    async def step(self, ctx) -> None:
+        stage = self.state["stage"]
+        if self.state["done"]:
+            return
+        await getattr(self, f"_step_{stage}")(ctx)
+
+    async def _step_root(self, ctx) -> None:
+        s = self.state
+        root = ctx.tree[s["root"]]
+        await self._validate(ctx, root)
+        if root["status"] == "failed":
+            ctx.emit("warning", root["id"], message="the root could not be validated; the search stops")
+            s.update(done=True, stage="done", final=None)
+            return
+        s["stage"] = "select"
+
+    def _terminal(self, ctx, node: dict) -> bool:
+        parent = ctx.tree[node["parent"]] if node["parent"] else None
+        root_reward = ctx.tree[self.state["root"]]["reward"] or 0.0
+        return is_terminal(node, parent, root_reward, self.search["depth_limit"],
+                           self.search["min_depth"])
+
+    def select_path(self, ctx) -> list[str]:
+        """From the root, follow the usable child with the highest UCT to a leaf."""
+        w = self.search["exploration"]
+        node = ctx.tree[self.state["root"]]
+        path = [node["id"]]
+        while not self._terminal(ctx, node):
+            children = ctx.tree.usable(node["children"])
+            if not children:
+                break
+            node = max(children, key=lambda c: (uct(c, node, w), -int(c["id"][1:])))
+            path.append(node["id"])
+        return path
+
+    async def _step_select(self, ctx) -> None:
+        s = self.state
+        path = self.select_path(ctx)
+        s["path"] = path
+        leaf = ctx.tree[path[-1]]
+        s["_end_depth"] = leaf["depth"]
+        ctx.emit("selected", leaf["id"], path=path,
+                 uct={p: round(uct(ctx.tree[p], ctx.tree[ctx.tree[p]["parent"]],
+                                   self.search["exploration"]), 4)
+                      for p in path[1:]})
+        s["stage"] = "backprop" if self._terminal(ctx, leaf) else "expand"
+
+    async def _step_expand(self, ctx) -> None:
+        await self._grow(ctx)
+
+    async def _step_simulate(self, ctx) -> None:
+        await self._grow(ctx)
+
+    async def _grow(self, ctx) -> None:
+        """Expand the trajectory's end if it has no usable child; the best child continues."""
+        s = self.state
+        end = ctx.tree[s["path"][-1]]
+        if not ctx.tree.usable(end["children"]):
+            await self._expand(ctx, end)
+        children = ctx.tree.usable(end["children"])
+        if not children:
+            ctx.emit("warning", end["id"], message="no usable child; the rollout ends here")
+            s["stage"] = "backprop"
+            return
+        best = max(children, key=lambda c: (c["reward"], -int(c["id"][1:])))
+        s["path"].append(best["id"])
+        s["_end_depth"] = best["depth"]
+        s["stage"] = "backprop" if self._terminal(ctx, best) else "simulate"
+
+    async def _step_backprop(self, ctx) -> None:
+        s = self.state
+        nodes = [ctx.tree[p] for p in s["path"]]
+        rewards = [n["reward"] if n["reward"] is not None else 0.0 for n in nodes]
+        for node, cum in zip(nodes, cumulative_rewards(rewards)):
+            node["meta"].setdefault("cum_rewards", []).append(round(cum, 6))
+        s["paths"].append(list(s["path"]))
+        ctx.emit("backpropagated", s["path"][-1], path=s["path"],
+                 q={n["id"]: round(q_value(n), 4) for n in nodes})
+        s["iteration"] += 1
+        s["path"] = []
+        s["stage"] = "evaluate" if s["iteration"] >= self.search["iterations"] else "select"
+
+    async def _step_evaluate(self, ctx) -> None:
+        s = self.state
+        _, final = best_path_and_node(ctx.tree, s["paths"])
+        final = final or s["root"]
+        s["final"] = final
+        root = ctx.tree[s["root"]]
+        test = s["split"]["test"]
+        root_score = await self._metric_on(ctx, root, test, "test")
+        if ctx.tree[final]["text"] == root["text"]:
+            final_score = root_score
+        else:
+            final_score = await self._metric_on(ctx, ctx.tree[final], test, "test")
+        s["evaluation"] = {"metric": "accuracy" if self.multiple_choice else "judge",
+                           "root": root_score, "final": final_score}
+        ctx.emit("search_finished", final, evaluation=s["evaluation"])
+        s.update(done=True, stage="done")
+
+    # ------------------------------------------------------------------ calls
+
+    async def _answer(self, ctx, node: dict, item: dict) -> dict:
+        """The base model's answer to one item under the node's prompt, graded."""
+        messages = [{"role": "system", "content": node["text"]},
+                    {"role": "user", "content": format_question(item)}]
+        result = await ctx.gateway.call("base", messages, purpose="answer", node=node["id"])
+        self._note_call(node, result.record)
+        if result.error:
+            raise CallFailed(f"answer: {result.error}", result.record)
+        response = result.text.strip()
+        out = {"item": item["id"], "response": response}
+        if self.multiple_choice:
+            out["choice"] = extract_choice(response, item["options"])
+            out["correct"] = out["choice"] == item["answer"]
+            out["value"] = 1.0 if out["correct"] else 0.0
+            return out
+        prompt = P.judge(self.data_cfg["dimension"], item["question"], response,
+                         item.get("reference"))
+
+        def parse(text: str) -> dict:
+            obj = {str(k).strip().lower(): v for k, v in extract_json(text, ("score",)).items()}
+            if "score" not in obj:
+                raise ParseError("the verdict has no score")
+            return {"score": parse_score(obj["score"]), "reasoning": str(obj.get("reasoning", ""))}
+        verdict, record = await ctx.gateway.ask(
+            "evaluator", [{"role": "user", "content": prompt}], parse, purpose="judge",
+            node=node["id"], schema=P.JUDGE_SCHEMA)
+        self._note_call(node, record)
+        out.update(score=verdict["score"], reasoning=verdict["reasoning"],
+                   value=(verdict["score"] - 1) / 4,
+                   correct=verdict["score"] >= self.search["error_below"])
+        return out
+
+    async def _answers(self, ctx, node: dict, ids: list[int]) -> list[dict]:
+        items = self.state["items"]
+        return list(await asyncio.gather(*(self._answer(ctx, node, items[i]) for i in ids)))
+
+    async def _metric_on(self, ctx, node: dict, ids: list[int], split: str) -> float | None:
+        try:
+            results = await self._answers(ctx, node, ids)
+        except CallFailed as exc:
+            ctx.emit("warning", node["id"], message=f"{split} evaluation failed: {exc}")
+            return None
+        value = round(sum(r["value"] for r in results) / len(results), 4)
+        node["detail"][split] = {"value": value, "results": results}
+        return value
+
+    async def _validate(self, ctx, node: dict) -> None:
+        """r(node): the metric of its prompt on the validation split."""
+        try:
+            results = await self._answers(ctx, node, self.state["split"]["validation"])
+        except CallFailed as exc:
+            ctx.tree.fail(node["id"], str(exc))
+            ctx.emit("node_failed", node["id"], error=str(exc))
+            return
+        node["reward"] = round(sum(r["value"] for r in results) / len(results), 4)
+        node["detail"]["validation"] = results
+        node["detail"]["query"] = f"validation split ({len(results)} items)"
+        node["meta"]["terminal"] = self._terminal(ctx, node)
+        ctx.emit("node_scored", node["id"], reward=node["reward"])
+
+    def _batches(self, node: dict, expansion: int) -> list[list[int]]:
+        """expand_width training batches for one expansion of `node` (seeded, disjoint when
+        the training split is large enough)."""
+        train = list(self.state["split"]["train"])
+        rng = random.Random(f"{self.cfg['random_seed']}:batch:{node['id']}:{expansion}")
+        rng.shuffle(train)
+        b = min(self.search["batch_size"], len(train))
+        out = []
+        for j in range(self.search["expand_width"]):
+            start = (j * b) % len(train)
+            chunk = (train + train)[start:start + b]
+            out.append(chunk)
+        return out
+
+    async def _expand(self, ctx, node: dict) -> None:
+        s = self.state
+        expansion = s["expansions"].get(node["id"], 0)
+        s["expansions"][node["id"]] = expansion + 1
+        node["status"] = "expanded" if node["status"] == "open" else node["status"]
+        batches = self._batches(node, expansion)
+        children = [ctx.tree.add("", parent=node["id"], kind="candidate", step=ctx.step,
+                                 meta={"phase": "prompt", "level": node["depth"] + 1,
+                                       "cum_rewards": [], "batch": j})
+                    for j in range(len(batches))]
+        await asyncio.gather(*(self._child_from_batch(ctx, node, child, batch, expansion * 100 + j)
+                               for j, (child, batch) in enumerate(zip(children, batches))))
+        feedbacks = [c["detail"]["action"]["feedback"] for c in children
+                     if c["detail"].get("action", {}).get("feedback")]
+        if feedbacks and not node["meta"].get("critique_edited"):
+            node["critique"] = "\n\n".join(
+                f"[batch {i + 1}]\n{text}" if len(feedbacks) > 1 else text
+                for i, text in enumerate(feedbacks))
+
+    async def _child_from_batch(self, ctx, parent: dict, child: dict, batch: list[int],
+                                sample: int) -> None:
+        variant = self.search["meta_prompts"]
+        items = self.state["items"]
+        action: dict[str, Any] = {"batch": batch}
+        child["detail"]["action"] = action
+        try:
+            answers = await self._answers(ctx, parent, batch)
+            failed = [a for a in answers if not a["correct"]]
+            action.update(answers=answers, failed=[a["item"] for a in failed], guard=not failed)
+            shown = [P.describe_example(items[a["item"]], a) for a in failed]
+            feedback_result = await ctx.gateway.call(
+                "optimizer", [{"role": "user", "content": P.action(variant, parent["text"], shown,
+                                                                   len(batch))}],
+                purpose="feedback", node=child["id"], sample=sample)
+            self._note_call(child, feedback_result.record)
+            if feedback_result.error or not feedback_result.text.strip():
+                raise CallFailed(f"feedback: {feedback_result.error or 'empty answer'}",
+                                 feedback_result.record)
+            action["feedback"] = feedback_result.text.strip()
+            child["critique"] = None
+            await self._rewrite(ctx, parent, child, shown, action["feedback"], sample)
+        except CallFailed as exc:
+            if exc.record and exc.record["id"] not in child["calls"]:
+                self._note_call(child, exc.record)
+            ctx.tree.fail(child["id"], str(exc))
+            ctx.emit("node_failed", child["id"], error=str(exc))
+            return
+        await self._validate(ctx, child)
+
+    async def _rewrite(self, ctx, parent: dict, child: dict, shown: list[str], feedback: str,
+                       sample: int) -> None:
+        history = [n["text"] for n in ctx.tree.path(parent["id"])]
+        prompt = P.optimize(self.search["meta_prompts"], parent["text"], shown, feedback, history)
+
+        def parse(text: str) -> str:
+            try:
+                new = extract_tagged(text, "<START>", "<END>")
+            except ParseError:
+                new = parse_json_fields(text, ("new_prompt",), ("new_prompt",))["new_prompt"]
+            new = new.strip()
+            if len(new) < 5:
+                raise ParseError("the new prompt is empty")
+            return new
+        new_text, record = await ctx.gateway.ask(
+            "optimizer", [{"role": "user", "content": prompt}], parse, purpose="rewrite",
+            node=child["id"], sample=sample, schema=P.REWRITE_SCHEMA)
+        self._note_call(child, record)
+        child["text"] = new_text
+        ctx.emit("node_added", child["id"], parent=parent["id"])
+
+    @staticmethod
+    def _note_call(node: dict, record: dict) -> None:
+        node["calls"].append(record["id"])
+        node["cost"] = round(node["cost"] + record.get("cost", 0.0), 8)
+
+    # ------------------------------------------------------------------ a person's operations
+
+    def op_plan(self, kind: str, node: dict) -> dict[str, int]:
+        v = len(self.state["split"]["validation"])
+        judge = 0 if self.multiple_choice else v
+        if kind == "regenerate":
+            return {"optimizer": 1, "base": v, "evaluator": judge}
+        return {"base": v, "evaluator": judge}
+
+    async def add_human(self, ctx, parent_id: str, text: str) -> dict:
+        parent = ctx.tree[parent_id]
+        child = ctx.tree.add(text, parent=parent_id, kind="human", step=ctx.step,
+                             meta={"phase": "prompt", "level": parent["depth"] + 1,
+                                   "cum_rewards": []})
+        await self._validate(ctx, child)
+        return child
+
+    async def regenerate(self, ctx, node_id: str) -> dict:
+        """A new child of the node, rewritten from its (possibly edited) critique."""
+        node = ctx.tree[node_id]
+        if not (node["critique"] or "").strip():
+            raise ValueError("this node has no feedback yet: expand it or write a critique first")
+        if node["reward"] is None:
+            raise ValueError("this node has not been validated")
+        node["meta"]["regenerations"] = node["meta"].get("regenerations", 0) + 1
+        items = self.state["items"]
+        failed = [r for r in node["detail"].get("validation", []) if not r["correct"]]
+        shown = [P.describe_example(items[r["item"]], r) for r in failed]
+        child = ctx.tree.add("", parent=node_id, kind="regenerated", step=ctx.step,
+                             meta={"phase": "prompt", "level": node["depth"] + 1,
+                                   "cum_rewards": []})
+        child["detail"]["action"] = {"feedback": node["critique"], "failed": [r["item"] for r in failed],
+                                     "from": "the person's critique" if node["meta"].get("critique_edited")
+                                     else "the node's feedback"}
+        try:
+            await self._rewrite(ctx, node, child, shown, node["critique"],
+                                10_000 + node["meta"]["regenerations"])
+        except CallFailed as exc:
+            if exc.record:
+                self._note_call(child, exc.record)
+            ctx.tree.fail(child["id"], str(exc))
+            ctx.emit("node_failed", child["id"], error=str(exc))
+            return child
+        await self._validate(ctx, child)
+        return child
+
+    async def edit_aspects(self, ctx, query, aspects):
+        raise ValueError("aspects belong to DRPO; VAPO scores with accuracy or a judge")
+
+    # ------------------------------------------------------------------ results & view
+
+    def final_node(self, ctx) -> str | None:
+        return self.state.get("final")
+
+    def best_node(self, ctx) -> str | None:
+        node = ctx.tree.best()
+        return node["id"] if node else None
+
+    def evaluation(self) -> dict:
+        """Test-split metric of the root and the final prompt (None until evaluated)."""
+        return self.state.get("evaluation") or {
+            "metric": "accuracy" if self.multiple_choice else "judge", "root": None, "final": None}
+
+    def view(self, ctx) -> dict:
+        """What the workbench highlights: the current path (or the best path when done)."""
+        s = self.state
+        path = list(s["path"])
+        if not path and s["paths"]:
+            best, _ = best_path_and_node(ctx.tree, s["paths"])
+            path = list(best or [])
+        per_depth: dict[int, float] = {}
+        for node in ctx.tree.usable(ctx.tree.nodes):
+            per_depth[node["depth"]] = max(per_depth.get(node["depth"], 0.0), node["reward"])
+        w = self.search["exploration"]
+        stats = {}
+        for node in ctx.tree.nodes.values():
+            parent = ctx.tree[node["parent"]] if node["parent"] else None
+            stats[node["id"]] = {"Q": round(q_value(node), 4), "N": visits(node),
+                                 "UCT": round(uct(node, parent, w), 4) if parent else None,
+                                 "terminal": bool(node["reward"] is not None and self._terminal(ctx, node))}
+        return {"beam": path, "per_level": [per_depth[d] for d in sorted(per_depth)],
+                "stats": stats}
