@@ -426,3 +426,46 @@ def test_theme_choice_persists_and_palette_runs_actions(tmp_path, fake_server, f
 
     asyncio.run(first())
     asyncio.run(second())
+
+
+def test_vapo_workbench_steps_one_iteration_with_L(tmp_path, vapo_server, fake_key):
+    from conftest import write_tasks
+    from engine.datasets import load_inputs
+
+    tasks = write_tasks(tmp_path / "tasks.jsonl", 24)
+    cfg = load_config(write_config(
+        tmp_path / "c.toml", vapo_server.base_url, method="vapo",
+        search={"iterations": 2, "expand_width": 2, "depth_limit": 2, "batch_size": 3},
+        data={"tasks": str(tasks), "train": 10, "validation": 6, "test": 6}))
+    store = SessionStore(tmp_path / "store")
+    runner = Runner.create(cfg, load_inputs(cfg), store=store, cache_dir=store.cache_dir)
+    session_id = runner.session["id"]
+    runner.gateway.close()
+    store.close()
+
+    async def scenario():
+        app = PromptArborApp(tmp_path / "store", session_id)
+        async with app.run_test(size=(150, 45)) as pilot:
+            screen = await open_workbench(pilot)
+            await pilot.press("space")  # validate the root
+            await wait_for(pilot, lambda: screen.snap["summary"]["steps"] == 1 and not screen.busy)
+            await pilot.press("L")      # one iteration: select, expand, simulate, back-propagate
+            await wait_for(pilot, lambda: screen.snap["summary"]["steps"] == 5 and not screen.busy)
+            assert len(screen.tree_nodes) == 1 + 2 + 2
+            root = screen.tree_nodes["n0"]
+            assert "Q" in str(root.label) and "N1" in str(root.label)
+            child = next(n for n in screen.snap["nodes"].values() if n["depth"] == 1
+                         and n["meta"]["cum_rewards"])
+            from rich.console import Console
+            from tui import views
+
+            console = Console(width=140, record=True, file=open("/dev/null", "w"))
+            console.print(views.reward_view(screen.snap, child))
+            text = console.export_text()
+            assert "UCT" in text and "Q =" in text and "N = 1" in text
+            assert "Error feedback" in text and "valuecot feedback" in text
+            await pilot.press("q")
+    asyncio.run(scenario())
+    saved = stored(tmp_path, session_id)
+    assert saved["steps"] == 5 and saved["method_state"]["iteration"] == 1
+    assert saved["method_state"]["stage"] == "select"

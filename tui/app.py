@@ -634,6 +634,10 @@ class WorkbenchScreen(Screen):
         self.query_one("#title", Static).update(title)
         line = Text(f"{snap['next']}   steps {s['steps']}   calls {done_calls}/{planned}   "
                     f"{roles}   ${s['cost']:.4f}")
+        ev = s.get("evaluation")
+        if ev and ev.get("final") is not None:
+            line.append(f"   test {ev['metric']}: root {ev['root']:.2f} → final {ev['final']:.2f}",
+                        style="bold")
         self.query_one("#status", Static).update(line)
         spark = self.query_one(Sparkline)
         spark.data = list(snap["best_per_level"]) or [0.0]
