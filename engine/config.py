@@ -84,6 +84,24 @@ VAPO_DATA_DEFAULTS: dict[str, Any] = {
     "dimension": "safety and ethics",  # free-form: the value the judge scores
 }
 
+# PICACO (paper App. C.1): N = 50 prompts, M1 = 10, M2 = 15, T = 10, n = 10,
+# beta = 5 (HH compositions) / 0.5 (Schwartz compositions). `beta = None` picks by composition.
+PICACO_SEARCH_DEFAULTS: dict[str, Any] = {
+    "iterations": 10,            # T (OPRO: as many rounds)
+    "prompts": 50,               # N (fewer if the prompt set is smaller)
+    "aligned_pool": 10,          # M1 responses kept per prompt
+    "noise_pool": 15,            # M2 responses kept per prompt (drawn from 2 * M2)
+    "new_instructions": 15,      # new instructions per M-step (the paper uses M2)
+    "p_samples": 10,             # n responses sampled for p_e (Eq. 6)
+    "beta": None,
+    "buckets": 3,                # E-step: demonstration draws per prompt (samples split over them)
+    "word_limit": 150,           # M-step: words allowed for a new instruction
+    "sampling_temperature": 1.0,  # pools and p_e need varied samples
+    "seed_instruction": None,    # None: our seed sentences for the composition
+}
+
+PICACO_DATA_DEFAULTS: dict[str, Any] = {"prompts": None, "demonstrations": None}
+
 GATEWAY_DEFAULTS: dict[str, Any] = {
     "concurrency": 8,      # in-flight calls per endpoint
     "retries": 4,          # transport retries (429, 5xx, timeouts, garbage bodies)
@@ -95,7 +113,7 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
 }
 
 DATA_KEYS = {"seed", "icl", "icl_optimized", "seed_limit"}
-TOP_KEYS = {"method", "name", "random_seed", "models", "search", "data", "gateway"}
+TOP_KEYS = {"method", "name", "random_seed", "models", "search", "data", "gateway", "values"}
 
 
 class ConfigError(ValueError):
@@ -131,6 +149,12 @@ def validate_config(raw: dict, base_dir: Path | None = None) -> dict:
         "data": _data(raw.get("data", {}), base_dir, method),
         "gateway": _gateway(raw.get("gateway", {})),
     }
+    if family(method) == "picaco":
+        cfg["values"] = _values(raw.get("values", {}))
+        if cfg["search"]["beta"] is None:
+            cfg["search"]["beta"] = 5.0 if cfg["values"]["kind"] == "hh" else 0.5
+    elif "values" in raw:
+        raise ConfigError("[values] is for picaco and its baselines")
     for role in ROLES:
         if not cfg["models"][role]["model"]:
             cfg["models"][role]["model"] = LOCAL_MODEL
@@ -222,6 +246,68 @@ def _vapo_search(section: dict, method: str) -> dict:
     if not isinstance(s["initial_prompt"], str):
         raise ConfigError("search.initial_prompt must be a string")
     return s
+
+
+def _picaco_search(section: dict, method: str) -> dict:
+    _no_unknown(section, set(PICACO_SEARCH_DEFAULTS), "search")
+    s = {**PICACO_SEARCH_DEFAULTS, **section}
+    for key in ("iterations", "prompts", "aligned_pool", "noise_pool", "new_instructions",
+                "p_samples", "buckets", "word_limit"):
+        s[key] = _int(s[key], f"search.{key}", lo=1)
+    if s["p_samples"] < 2:
+        raise ConfigError("search.p_samples must be at least 2 (p_e compares samples)")
+    if s["beta"] is not None:
+        s["beta"] = _float(s["beta"], "search.beta", lo=0.0)
+    s["sampling_temperature"] = _float(s["sampling_temperature"], "search.sampling_temperature",
+                                       lo=0.0, hi=2.0)
+    if s["seed_instruction"] is not None and (not isinstance(s["seed_instruction"], str)
+                                              or not s["seed_instruction"].strip()):
+        raise ConfigError("search.seed_instruction must be a non-empty string")
+    return s
+
+
+def _picaco_data(section: dict, base_dir: Path | None) -> dict:
+    _no_unknown(section, set(PICACO_DATA_DEFAULTS), "data")
+    d = {**PICACO_DATA_DEFAULTS, **section}
+    for key in ("prompts", "demonstrations"):
+        if d[key] is not None:
+            d[key] = _file(d[key], key, base_dir)
+    return d
+
+
+def _values(section: Any) -> dict:
+    """[values] composition = "<built-in>" or [[values.custom]] name + definition."""
+    from .values import COMPOSITIONS, HH_COMPOSITIONS
+
+    if not isinstance(section, dict):
+        raise ConfigError("[values] must be a table")
+    _no_unknown(section, {"composition", "custom"}, "values")
+    custom = section.get("custom")
+    if custom is not None:
+        if "composition" in section:
+            raise ConfigError("[values]: give a composition or [[values.custom]], not both")
+        if not isinstance(custom, list) or not custom:
+            raise ConfigError("[[values.custom]] must be a list of tables with name and definition")
+        values = []
+        for i, item in enumerate(custom, 1):
+            if not isinstance(item, dict):
+                raise ConfigError(f"[[values.custom]] item {i} must be a table")
+            _no_unknown(item, {"name", "definition"}, "values.custom")
+            name, definition = item.get("name"), item.get("definition")
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(f"[[values.custom]] item {i}: name must be a non-empty string")
+            if not isinstance(definition, str) or not definition.strip():
+                raise ConfigError(f"[[values.custom]] {name}: definition must be a non-empty string")
+            values.append({"name": name.strip(), "definition": definition.strip()})
+        if len({v["name"].lower() for v in values}) != len(values):
+            raise ConfigError("[[values.custom]]: value names must be distinct")
+        return {"composition": "custom", "kind": "schwartz", "custom": values}
+    name = section.get("composition", "harmlessness")
+    if name not in COMPOSITIONS:
+        raise ConfigError(f"unknown values.composition {name!r}; choose one of: "
+                          f"{', '.join(COMPOSITIONS)} (or [[values.custom]])")
+    return {"composition": name, "kind": "hh" if name in HH_COMPOSITIONS else "schwartz",
+            "custom": None}
 
 
 def _file(value: Any, key: str, base_dir: Path | None) -> str:

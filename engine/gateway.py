@@ -176,7 +176,8 @@ class Gateway:
 
     async def call(self, role: str, messages: list[dict], *, purpose: str, node: str | None = None,
                    sample: int = 0, attempt: int = 0, n: int = 1, stop: list[str] | None = None,
-                   response_format: dict | None = None, count: bool = True) -> CallResult:
+                   response_format: dict | None = None, count: bool = True,
+                   temperature: float | None = None) -> CallResult:
         """One completion for `role`. Never raises for provider trouble: see `.error`.
 
         `count=False` marks a parse retry: it is not a new slot in the method's schedule.
@@ -197,6 +198,8 @@ class Gateway:
         self._emit({"kind": "call_started", "call": record["id"], "role": role,
                     "purpose": purpose, "node": node})
         call_extra = {"stop": stop, "response_format": response_format}
+        if temperature is not None:  # a per-call override (sampling), part of the cache key
+            call_extra["temperature"] = temperature
         key = self.cache_key(role, messages, sample, attempt, n, call_extra)
         texts: list[str] | None = None
         if self._cache is not None:
@@ -208,6 +211,8 @@ class Gateway:
                 usage.cached += 1
         error = None
         if texts is None:
+            if temperature is not None:
+                cfg = {**cfg, "temperature": temperature}
             texts, error = await self._request(role, cfg, messages, sample, attempt, n, stop,
                                                response_format, record)
             if error is None and self._cache is not None:
@@ -326,6 +331,25 @@ class Gateway:
         self.usage[role].errors += 1
         raise CallFailed(f"{purpose}: answer did not parse after {len(reasons)} tries "
                          f"({'; '.join(dict.fromkeys(reasons))})", record)
+
+    def one_per_call(self, role: str) -> bool:
+        """Whether this role's model gives one answer per call (the embedded model): n samples
+        are then n calls."""
+        return self.structured(role)
+
+    async def samples(self, role: str, messages: list[dict], n: int, *, purpose: str,
+                      node: str | None = None, sample: int = 0,
+                      temperature: float | None = None) -> tuple[list[str], list[dict], str | None]:
+        """n sampled answers: one call with n choices, or n calls where a model gives one."""
+        if n > 1 and self.one_per_call(role):
+            results = await asyncio.gather(*(
+                self.call(role, messages, purpose=purpose, node=node, sample=sample * 1000 + i,
+                          temperature=temperature) for i in range(n)))
+            error = next((r.error for r in results if r.error), None)
+            return [t for r in results for t in r.texts], [r.record for r in results], error
+        result = await self.call(role, messages, purpose=purpose, node=node, sample=sample, n=n,
+                                 temperature=temperature)
+        return result.texts, [result.record], result.error
 
     def structured(self, role: str) -> bool:
         """Whether this role's model decodes under a JSON schema (the embedded model does)."""

@@ -118,6 +118,31 @@ def vapo_responder(request: dict, index: int) -> str:
     return f"I would say: {text}."
 
 
+def picaco_responder(request: dict, index: int) -> str:
+    """Target model, optimizer and judge for PICACO and its baselines.
+
+    Answers vary with the sample (choice index and seed) and echo how many "kind" words the
+    instruction holds; the judge scores every requested aspect higher the kinder the answer.
+    """
+    messages = request.get("messages", [])
+    last = messages[-1]["content"] if messages else ""
+    salt = f"{request.get('seed')}:{index}"
+    if "between <INS> and </INS>" in last:
+        return f"Sure.\n<INS>Be kind, fair and careful. Be kind with detail {_h(last, salt) % 997}.</INS>"
+    if last.startswith("You are a fair and careful judge"):
+        block = last.split("## Aspects (1 = not at all, 5 = fully)\n", 1)[1].split("\n\n", 1)[0]
+        keys = re.findall(r"^- ([^:]+):", block, flags=re.M)
+        answer = last.split("## Answer:\n", 1)[1].split("\n\n## Aspects", 1)[0]
+        kind = min(3, answer.count("kind"))
+        return json.dumps({k: {"reason": f"{k} ok", "score": min(5, 1 + kind + _h(answer, k) % 2)}
+                           for k in keys})
+    if "explain what the following values mean" in last:
+        return "These values are about caring for others and keeping traditions."
+    system = " ".join(m["content"] for m in messages if m["role"] == "system")
+    kind = system.count("kind") + system.count("Kind")
+    return f"Reply {_h(system, last, salt) % 10000}: " + "kind " * min(kind, 3) + last[-40:]
+
+
 def write_tasks(path: Path, n: int = 24, free_form: bool = False) -> Path:
     """A task file whose questions carry their gold letter (see vapo_responder)."""
     lines = []
@@ -131,6 +156,12 @@ def write_tasks(path: Path, n: int = 24, free_form: bool = False) -> Path:
                                      "answer": letter}))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def picaco_server():
+    with FakeLLMServer(responder=picaco_responder) as server:
+        yield server
 
 
 @pytest.fixture

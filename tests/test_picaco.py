@@ -1,0 +1,217 @@
+"""PICACO: Eq. 4-6 on hand-computed numbers, pool selection, stratified sampling, call counts,
+and whole runs of picaco and each baseline against the fake endpoint."""
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+
+import pytest
+
+from conftest import write_config
+from engine.config import ConfigError, load_config
+from engine.datasets import load_inputs
+from engine.methods.picaco import (aligned_score, noise_term, p_e, q_phi, stratified, tc_e,
+                                   top_by, weighted_conformity)
+from engine.runner import Runner
+from engine.values import COMPOSITIONS, builtin, seed_instruction
+from sessions.store import SessionStore
+
+
+# ----------------------------------------------------------------------------- formulas
+
+def test_eq5_q_phi_is_one_plus_sim_s_minus_sim_x_and_stays_positive():
+    assert q_phi(0.6, 0.2) == pytest.approx(1.4)
+    assert q_phi(0.1, 0.9) == pytest.approx(0.2)
+    assert q_phi(-1.0, 1.0) == pytest.approx(1e-6)  # 1 - 1 - 1 < 0: clamped before the log
+
+
+def test_eq6_p_e_is_the_mean_similarity_to_the_samples():
+    assert p_e([0.9, 0.7, 0.5]) == pytest.approx(0.7)
+    assert p_e([-0.4, 0.2]) == 0.0  # a negative mean is no probability
+    assert p_e([]) == 0.0
+
+
+def test_eq4_tc_e_on_hand_computed_pools():
+    beta = 5.0
+    # prompt 1: two aligned answers, q_omega per value and q_phi
+    s11 = aligned_score([0.8, 0.6], 1.2, beta)   # 5*(ln .8 + ln .6) - ln 1.2
+    s12 = aligned_score([1.0, 0.4], 0.9, beta)
+    assert s11 == pytest.approx(5 * (math.log(0.8) + math.log(0.6)) - math.log(1.2))
+    b1 = noise_term([{"p": 0.5, "q_phi": 1.5}, {"p": 0.3, "q_phi": 0.8}])
+    assert b1 == pytest.approx(0.5 * math.log(1.5) + 0.3 * math.log(0.8))
+    # prompt 2: one aligned answer, empty noise pool
+    s21 = aligned_score([0.6, 0.6], 1.0, beta)
+    tc = tc_e([([0.7, 0.2], [s11, s12], b1), ([0.5], [s21], 0.0)])
+    expected = ((0.7 * s11 + 0.2 * s12 + b1) + (0.5 * s21)) / 2
+    assert tc == pytest.approx(expected)
+    # the noise term does not depend on e: it shifts every candidate by the same amount
+    assert tc_e([([0.7, 0.2], [s11, s12], b1 + 1.0), ([0.5], [s21], 0.0)]) == pytest.approx(expected + 0.5)
+
+
+def test_pools_keep_the_top_by_their_key():
+    items = [{"id": i, "q_phi": q} for i, q in enumerate([1.1, 0.9, 1.4, 1.4, 0.2])]
+    assert [x["id"] for x in top_by(items, "q_phi", 3)] == [2, 3, 0]  # ties: the earlier
+    aligned = [{"id": i, "score": s} for i, s in enumerate([-3.0, -1.0, -2.0])]
+    assert [x["id"] for x in top_by(aligned, "score", 2)] == [1, 2]
+
+
+def test_stratified_sampling_takes_lowest_low_high_highest():
+    ranked = [f"e{i}" for i in range(10)]  # ascending TC_e
+    for seed in range(20):
+        picked = stratified(ranked, random.Random(seed))
+        assert picked[0] == "e0" and picked[3] == "e9"
+        assert picked[1] in ranked[1:5] and picked[2] in ranked[5:9]
+    assert stratified(["a", "b", "c"], random.Random(0)) == ["a", "b", "c"]
+
+
+def test_eq7_relevance_weighting():
+    assert weighted_conformity(4.0, 5.0) == 4.0
+    assert weighted_conformity(4.0, 2.5) == 2.0
+
+
+def test_builtin_values_data_is_complete():
+    data = builtin()
+    for name, values in COMPOSITIONS.items():
+        for value in values:
+            assert data["values"][value]["definition"] and data["values"][value]["seed"]
+        assert len(data["demonstrations"][name]) == 8
+    hh = [{"name": v, **data["values"][v]} for v in COMPOSITIONS["harmlessness"]]
+    assert seed_instruction(hh, "hh") == " ".join(data["values"][v]["seed"] for v in COMPOSITIONS["harmlessness"])
+    sw = [{"name": v} for v in COMPOSITIONS["confucianism"]]
+    assert seed_instruction(sw, "schwartz") == ("You should always provide responses that reflect "
+                                                "the values of Benevolence, Conformity, Tradition, and Security.")
+
+
+def test_config_values_and_beta(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('method = "picaco"\n[values]\ncomposition = "harmlessness"\n')
+    cfg = load_config(path)
+    assert cfg["search"]["beta"] == 5.0 and cfg["search"]["prompts"] == 50
+    assert cfg["search"]["aligned_pool"] == 10 and cfg["search"]["noise_pool"] == 15
+    path.write_text('method = "picaco"\n[values]\ncomposition = "confucianism"\n')
+    assert load_config(path)["search"]["beta"] == 0.5
+    path.write_text('method = "picaco"\n[[values.custom]]\nname = "Thrift"\n'
+                    'definition = "Spend carefully."\n')
+    cfg = load_config(path)
+    assert cfg["values"]["custom"] == [{"name": "Thrift", "definition": "Spend carefully."}]
+    path.write_text('method = "picaco"\n[values]\ncomposition = "stoicism"\n')
+    with pytest.raises(ConfigError, match="unknown values.composition"):
+        load_config(path)
+    path.write_text('method = "drpo"\n[values]\ncomposition = "harmlessness"\n')
+    with pytest.raises(ConfigError, match=r"\[values\] is for picaco"):
+        load_config(path)
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+SMALL = {"iterations": 2, "prompts": 3, "aligned_pool": 2, "noise_pool": 2,
+         "new_instructions": 2, "p_samples": 3, "buckets": 1}
+
+
+def _runner(tmp_path, server, method="picaco", values=None, search=None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(write_config(tmp_path / "c.toml", server.base_url, method=method,
+                                   search={**SMALL, **(search or {})},
+                                   values=values or {"composition": "harmlessness"}))
+    store = SessionStore(tmp_path / "store")
+    runner = Runner.create(cfg, load_inputs(cfg), store=store, cache_dir=store.cache_dir)
+    return runner, store
+
+
+def test_picaco_run_calls_per_step_and_evaluation(tmp_path, picaco_server, fake_key):
+    runner, store = _runner(tmp_path, picaco_server)
+    N = 3
+    # noise: N calls (n = 2*M2 each); per iteration: E-step N*buckets base + N*M1 judge,
+    # M-step 2 optimizer + candidates * N base (t=1: 2 new + e0; t=2: 2 new + 2 best)
+    assert runner.session["planned_calls"] == {
+        "base": N + (N + 3 * N) + (N + 4 * N) + 2 * N, "optimizer": 4,
+        "evaluator": 2 * (N * 2) + 2 * N}
+
+    def calls():
+        return dict(runner.gateway.totals()["calls"])
+
+    async def go():
+        deltas = []
+        while not runner.done:
+            label = runner.method.describe_next()
+            before = calls()
+            await runner.step()
+            deltas.append((label, {r: calls()[r] - before[r] for r in before}))
+        return deltas
+    deltas = asyncio.run(go())
+    labels = [label for label, _ in deltas]
+    assert labels[0].startswith("noise pool") and "E-step" in labels[1] and "M-step" in labels[2]
+    assert deltas[0][1] == {"base": N, "optimizer": 0, "evaluator": 0}
+    assert deltas[1][1] == {"base": N, "optimizer": 0, "evaluator": N * 2}
+    assert deltas[2][1] == {"base": 3 * N, "optimizer": 2, "evaluator": 0}
+    assert deltas[4][1] == {"base": 4 * N, "optimizer": 2, "evaluator": 0}
+    assert runner.summary()["calls"] == runner.session["planned_calls"]
+    s = runner.method.state
+    assert all(len(pool) == 2 for pool in s["noise"].values())      # top M2 of 2*M2
+    assert all(len(pool) == 2 for pool in s["aligned"].values())    # top M1, accumulated
+    for pool in s["aligned"].values():
+        for item in pool:
+            assert set(item["q"]) == set(COMPOSITIONS["harmlessness"])
+            assert item["score"] == pytest.approx(
+                aligned_score(list(item["q"].values()), item["q_phi"], 5.0), abs=1e-5)
+    assert len(s["best_per_iteration"]) == 2
+    best = runner.tree[s["best_per_iteration"][-1]]
+    assert best["meta"]["best_of"] and best["reward"] is not None
+    ev = runner.summary()["evaluation"]
+    assert ev["metric"] == "conformity" and 1 <= ev["root"] <= 5 and 1 <= ev["final"] <= 5
+    assert set(ev["per_value"]) == set(COMPOSITIONS["harmlessness"])
+    # the fake model is kinder with a kinder instruction, and the search finds one
+    assert ev["final"] >= ev["root"]
+    store.close()
+
+
+@pytest.mark.parametrize("method", ["q", "q-if", "q-if-cot", "urial", "opro"])
+def test_baselines_share_the_evaluation(tmp_path, picaco_server, fake_key, method):
+    runner, store = _runner(tmp_path, picaco_server, method=method,
+                            search={"iterations": 1, "new_instructions": 2})
+    asyncio.run(runner.run())
+    summary = runner.summary()
+    assert summary["status"] == "done"
+    assert summary["calls"] == summary["planned_calls"]
+    ev = summary["evaluation"]
+    assert ev["metric"] == "conformity" and ev["root"] is not None and ev["final"] is not None
+    if method == "q-if":
+        assert ev["root"] == ev["final"]
+    if method == "opro":
+        assert summary["calls"]["optimizer"] == 2  # T * new_instructions: PICACO's budget
+    store.close()
+
+
+def test_schwartz_composition_uses_the_models_observation_and_relevance(tmp_path, picaco_server, fake_key):
+    runner, store = _runner(tmp_path, picaco_server, values={"composition": "confucianism"},
+                            search={"iterations": 1})
+    asyncio.run(runner.run())
+    s = runner.method.state
+    assert s["beta"] == 0.5 and s["observation"].startswith("These values")
+    ev = runner.summary()["evaluation"]
+    assert "relevance" in ev and 1 <= ev["relevance"]["final"] <= 5
+    assert runner.summary()["calls"] == runner.session["planned_calls"]
+    store.close()
+
+
+def test_person_edits_an_instruction_and_regenerates_from_a_critique(tmp_path, picaco_server, fake_key):
+    runner, store = _runner(tmp_path, picaco_server, search={"iterations": 1})
+
+    async def go():
+        root = runner.method.state["root"]
+        with pytest.raises(ValueError, match="needs the pools"):
+            await runner.add_human(root, "Be kind.")
+        await runner.step()  # noise pool
+        await runner.step()  # E-step
+        human = await runner.add_human(root, "Be kind, kind and fair to everyone.")
+        assert human["reward"] is not None and human["id"] in runner.method.state["history"]
+        await runner.edit_critique(root, "Mention privacy explicitly.")
+        child = await runner.regenerate(root)
+        assert child["kind"] == "regenerated" and child["reward"] is not None
+        assert child["detail"]["written_from"]["ladder"]
+        await runner.run()
+        return human["id"]
+    asyncio.run(go())
+    assert runner.summary()["status"] == "done"
+    store.close()
