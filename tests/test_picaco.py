@@ -215,3 +215,23 @@ def test_person_edits_an_instruction_and_regenerates_from_a_critique(tmp_path, p
     asyncio.run(go())
     assert runner.summary()["status"] == "done"
     store.close()
+
+
+def test_cli_run_json_has_per_value_evaluation(tmp_path, picaco_server, fake_key):
+    import contextlib
+    import io
+    import json
+
+    from tui.cli import main
+
+    cfg = write_config(tmp_path / "c.toml", picaco_server.base_url, method="picaco",
+                       search={**SMALL, "iterations": 1}, values={"composition": "helpfulness"})
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["run", str(cfg), "--store", str(tmp_path / "s"), "--json"])
+    assert code == 0
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert result["status"] == "done"
+    ev = result["evaluation"]
+    assert ev["metric"] == "conformity" and set(ev["per_value"]) == set(COMPOSITIONS["helpfulness"])
+    assert result["final"]["text"] and result["calls"] == result["planned_calls"]

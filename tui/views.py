@@ -22,9 +22,7 @@ def label_suffix(snap: dict, node: dict) -> str:
     if snap["family"] == "vapo":
         u = "" if stats.get("UCT") is None else f" U{stats['UCT']:.2f}"
         return f"Q{stats['Q']:.2f} N{stats['N']}{u} "
-    if snap["family"] == "picaco" and stats.get("TC") is not None:
-        return f"TC{stats['TC']:.2f} "
-    return ""
+    return ""  # PICACO: the reward shown is TC_e (OPRO: its score)
 
 
 # ----------------------------------------------------------------------------- DRPO
@@ -144,8 +142,119 @@ def vapo_reward(snap: dict, node: dict):
     return Group(*parts)
 
 
-RESPONSE = {"drpo": drpo_response, "vapo": vapo_response}
-REWARD = {"drpo": drpo_reward, "vapo": vapo_reward}
+# ----------------------------------------------------------------------------- PICACO
+
+POOL_PROMPTS = 5  # prompts whose pools are listed in full (the rest: export the session JSON)
+
+
+def _short(name: str) -> str:
+    return "".join(w[0] for w in name.replace("-", " ").split()).upper()[:3]
+
+
+def picaco_response(snap: dict, node: dict):
+    """For each prompt: its aligned pool (q_omega per value, q_phi, p_e under this node's
+    instruction) and its noise pool (q_phi, p)."""
+    state = snap["session"]["method_state"]
+    names = [v["name"] for v in state["values"]]
+    pes = node.get("detail", {}).get("pe", {})
+    parts: list = []
+    if not state["aligned"] and not state["noise"]:
+        parts.append(Text("the pools are empty: step the noise pool and an E-step"))
+    legend = Text("q_ω columns: " + ", ".join(f"{_short(n)} = {n}" for n in names) +
+                  "   (q_ω = judge score / 5)", style="dim")
+    parts.append(legend)
+    for i, prompt in enumerate(state["prompts"][:POOL_PROMPTS]):
+        key = str(i)
+        table = Table(title=f"Prompt {i + 1}: {head(prompt, 80)}", title_justify="left", expand=True)
+        table.add_column("pool", width=7)
+        table.add_column("answer", ratio=3)
+        for n in names:
+            table.add_column(_short(n), width=4, justify="right")
+        table.add_column("q_φ", width=5, justify="right")
+        table.add_column("p_e", width=5, justify="right")
+        for j, item in enumerate(state["aligned"].get(key, [])):
+            pe = pes.get(key, [])
+            table.add_row("aligned", safe(head(item["text"], 70)),
+                          *[f"{item['q'].get(n, 0):.1f}" for n in names],
+                          f"{item['q_phi']:.2f}", f"{pe[j]:.2f}" if j < len(pe) else "—")
+        for item in state["noise"].get(key, []):
+            table.add_row("noise", safe(head(item["text"], 70)), *["" for _ in names],
+                          f"{item['q_phi']:.2f}", f"{item['p']:.2f}")
+        parts.append(table)
+    if len(state["prompts"]) > POOL_PROMPTS:
+        parts.append(Text(f"… {len(state['prompts']) - POOL_PROMPTS} more prompts: "
+                          f"promptarbor export {snap['id']} --format json", style="dim"))
+    evaluation = node.get("detail", {}).get("evaluation")
+    if evaluation:
+        table = Table(title="Evaluation answers", title_justify="left", expand=True)
+        table.add_column("prompt", ratio=2)
+        table.add_column("answer", ratio=3)
+        table.add_column("scores", ratio=2)
+        for row in evaluation["rows"]:
+            table.add_row(safe(head(state["prompts"][row["prompt"]], 60)),
+                          safe(head(row["response"], 80)),
+                          " ".join(f"{_short(k)}{v['score']:g}" for k, v in row["scores"].items()))
+        parts.append(table)
+    return Group(*parts)
+
+
+def _bar(value: float | None, width: int = 20) -> str:
+    if value is None:
+        return "—"
+    filled = max(0.0, min(1.0, value / 5)) * width
+    return "█" * int(filled) + ("▌" if filled - int(filled) >= 0.5 else "")
+
+
+def conformity_chart(evaluation: dict) -> Table:
+    """Per-value conformity of the seed (root) and the final prompt, as bars."""
+    table = Table(title="Conformity per value (1-5)", title_justify="left", expand=True)
+    table.add_column("value")
+    table.add_column("root", ratio=1)
+    table.add_column("final", ratio=1)
+    for name, pair in evaluation.get("per_value", {}).items():
+        table.add_row(safe(name), f"{_bar(pair['root'])} {pair['root'] or 0:.2f}",
+                      f"{_bar(pair['final'])} {pair['final'] or 0:.2f}")
+    if evaluation.get("root") is not None:
+        table.add_row(Text("overall", style="bold"), f"{evaluation['root']:.2f}",
+                      f"{evaluation['final']:.2f}" if evaluation.get("final") is not None else "—")
+    return table
+
+
+def picaco_reward(snap: dict, node: dict):
+    state = snap["session"]["method_state"]
+    method = snap["method"]
+    out = Text()
+    if node["reward"] is None:
+        out.append("not scored yet\n")
+    elif method == "opro":
+        out.append(f"OPRO score = {node['reward']:.1f}  (mean q_ω × 100 over the prompts)\n", style="bold")
+    elif method == "picaco" and node["meta"].get("tc"):
+        out.append(f"TC_e = {node['reward']:.3f}  (Eq. 4 with the current pools; β = {state['beta']})\n",
+                   style="bold")
+        out.append("TC_e after each M-step: " + ", ".join(
+            f"t{t} {v:.3f}" for t, v in sorted(node["meta"]["tc"].items(), key=lambda kv: int(kv[0]))) + "\n")
+    else:
+        out.append(f"conformity = {node['reward']:.3f}\n", style="bold")
+    if node["meta"].get("best_of"):
+        out.append(f"best instruction of iteration {', '.join(map(str, node['meta']['best_of']))}\n",
+                   style="bold")
+    written = node.get("detail", {}).get("written_from")
+    if written:
+        out.append(f"written with the hint “{written['technique']}”, shown "
+                   f"{len(written['ladder'])} earlier instruction(s): {', '.join(written['ladder'])}\n")
+    parts: list = [out]
+    evaluation = state.get("evaluation")
+    if evaluation and evaluation.get("root") is not None:
+        parts.append(conformity_chart(evaluation))
+        if evaluation.get("relevance"):
+            rel = evaluation["relevance"]
+            parts.append(Text(f"Schwartz weighting (Eq. 7): overall = mean × relevance / 5; "
+                              f"relevance root {rel['root']}, final {rel['final']}"))
+    return Group(*parts)
+
+
+RESPONSE = {"drpo": drpo_response, "vapo": vapo_response, "picaco": picaco_response}
+REWARD = {"drpo": drpo_reward, "vapo": vapo_reward, "picaco": picaco_reward}
 
 
 def response_view(snap: dict, node: dict):
