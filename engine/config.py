@@ -299,8 +299,14 @@ def _values(section: Any) -> dict:
             if not isinstance(definition, str) or not definition.strip():
                 raise ConfigError(f"[[values.custom]] {name}: definition must be a non-empty string")
             values.append({"name": name.strip(), "definition": definition.strip()})
-        if len({v["name"].lower() for v in values}) != len(values):
-            raise ConfigError("[[values.custom]]: value names must be distinct")
+        from .parsing import normalize_name
+
+        keys = [normalize_name(v["name"]) for v in values]
+        if len(set(keys)) != len(keys):
+            raise ConfigError("[[values.custom]]: value names must be distinct (ignoring case, "
+                              "spaces and hyphens)")
+        if normalize_name("Relevance") in keys:
+            raise ConfigError("[[values.custom]]: \"Relevance\" is reserved for the judge")
         return {"composition": "custom", "kind": "schwartz", "custom": values}
     name = section.get("composition", "harmlessness")
     if name not in COMPOSITIONS:

@@ -65,6 +65,19 @@ class RoleUsage:
         return dict(self.__dict__)
 
 
+async def gather_or_cancel(coros) -> list:
+    """Like asyncio.gather, but when one fails the others are cancelled (and awaited) before
+    the error propagates: no call keeps running after the step that started it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def _litellm():
     """Import litellm lazily (it takes seconds) with the network price fetch disabled."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -3,7 +3,8 @@
 A task file is JSONL (one object per line), a JSON list, or CSV, with the fields
     question  the text given to the base model
     options   optional list of choices (CSV: a JSON list, or choices separated by " | ")
-    answer    the gold answer: a letter ("A", "(B)") or the text of one option
+    answer    the gold answer: a letter ("A", "(B)"), the text of one option, or (JSON only)
+              a 0-based option index
 Multiple-choice tasks need options and an answer; free-form tasks need only a question.
 """
 from __future__ import annotations

@@ -52,8 +52,15 @@ def export(session: dict, node_id: str | None = None, fmt: str = "txt") -> str:
     }
     if fmt == "json":
         info["detail"] = node.get("detail", {})
-        if node["meta"].get("phase") == "prompt":
+        state = session.get("method_state", {})
+        if node["meta"].get("phase") == "prompt" and "data" in state:
             info["icl_examples"] = optimized_examples(session)
+        if state.get("evaluation"):
+            info["evaluation"] = state["evaluation"]
+        if "aligned" in state:  # PICACO: the pools, per prompt, and the demonstrations
+            info["prompts"] = state["prompts"]
+            info["pools"] = {"aligned": state["aligned"], "noise": state["noise"]}
+            info["demonstrations"] = state["demos"]
         return json.dumps(info, indent=2, ensure_ascii=False) + "\n"
     reward = "—" if node["reward"] is None else f"{node['reward']:.2f}"
     lines = [f"# {session.get('name') or session['id']} — {session['method']}", "",

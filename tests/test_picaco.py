@@ -109,10 +109,10 @@ SMALL = {"iterations": 2, "prompts": 3, "aligned_pool": 2, "noise_pool": 2,
          "new_instructions": 2, "p_samples": 3, "buckets": 1}
 
 
-def _runner(tmp_path, server, method="picaco", values=None, search=None):
+def _runner(tmp_path, server, method="picaco", values=None, search=None, gateway=None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = load_config(write_config(tmp_path / "c.toml", server.base_url, method=method,
-                                   search={**SMALL, **(search or {})},
+                                   search={**SMALL, **(search or {})}, gateway=gateway,
                                    values=values or {"composition": "harmlessness"}))
     store = SessionStore(tmp_path / "store")
     runner = Runner.create(cfg, load_inputs(cfg), store=store, cache_dir=store.cache_dir)
@@ -235,3 +235,45 @@ def test_cli_run_json_has_per_value_evaluation(tmp_path, picaco_server, fake_key
     ev = result["evaluation"]
     assert ev["metric"] == "conformity" and set(ev["per_value"]) == set(COMPOSITIONS["helpfulness"])
     assert result["final"]["text"] and result["calls"] == result["planned_calls"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["export", result["session"], "--format", "json",
+                     "--store", str(tmp_path / "s")]) == 0
+    exported = json.loads(out.getvalue())
+    assert exported["text"] == result["final"]["text"]
+    assert set(exported["pools"]) == {"aligned", "noise"} and len(exported["demonstrations"]) == 8
+    assert exported["evaluation"]["per_value"] == ev["per_value"]
+
+
+def test_a_failed_rescore_keeps_an_existing_instruction(tmp_path, picaco_server, fake_key):
+    # no response cache: re-scoring an existing instruction really calls the model again
+    runner, store = _runner(tmp_path, picaco_server, search={"iterations": 2},
+                            gateway={"cache": False})
+
+    async def go():
+        for _ in range(3):  # noise, E-step 1, M-step 1
+            await runner.step()
+        best = runner.method.state["current"]
+        tc = runner.tree[best]["reward"]
+        await runner.step()  # E-step 2
+        # every p_e sample call of M-step 2 fails for one round of retries
+        picaco_server.inject("500", count=200, model="fake-base")
+        await runner.step()  # M-step 2
+        picaco_server.clear_faults()
+        node = runner.tree[best]
+        assert node["status"] != "failed" and node["reward"] == tc  # kept, sat out
+        await runner.run()
+    asyncio.run(go())
+    assert runner.summary()["status"] == "done"
+    store.close()
+
+
+def test_custom_value_names_must_differ_beyond_case_and_hyphens(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('method = "picaco"\n[[values.custom]]\nname = "Self-direction"\ndefinition = "a"\n'
+                    '[[values.custom]]\nname = "self direction"\ndefinition = "b"\n')
+    with pytest.raises(ConfigError, match="distinct"):
+        load_config(path)
+    path.write_text('method = "picaco"\n[[values.custom]]\nname = "Relevance"\ndefinition = "a"\n')
+    with pytest.raises(ConfigError, match="reserved"):
+        load_config(path)

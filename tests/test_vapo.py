@@ -349,3 +349,46 @@ def test_cli_run_json_has_the_evaluation(tmp_path, vapo_server, fake_key):
     assert result["evaluation"]["metric"] == "accuracy"
     saved = SessionStore(tmp_path / "s").path(result["session"]).read_text()
     assert FAKE_KEY not in saved and '"meta_prompts": "basis"' in saved
+
+
+def test_a_prompt_under_a_failed_node_and_a_pruned_trajectory(tmp_path, vapo_server, fake_key):
+    runner, store = _runner(tmp_path, vapo_server, search={"iterations": 2, "depth_limit": 3,
+                                                           "min_depth": 5})
+
+    async def go():
+        await runner.step()  # root
+        await runner.step()  # select
+        await runner.step()  # expand the root; the best child continues
+        path = list(runner.method.state["path"])
+        assert runner.method.state["stage"] == "simulate" and len(path) == 2
+        # a failed node can hold a hand-written child without breaking the terminal rule
+        failed = runner.tree[path[1]]
+        failed["status"], failed["reward"] = "failed", None
+        child = await runner.add_human(failed["id"], "You are fair; answer with the letter.")
+        assert child["reward"] is not None
+        failed["status"], failed["reward"] = "expanded", 0.5
+        runner.method.view(runner.ctx)  # the workbench's view still builds
+        # the person prunes the trajectory's end: the rollout stops without expanding it
+        await runner.prune(path[1])
+        before = dict(runner.gateway.totals()["calls"])
+        await runner.step()
+        assert runner.gateway.totals()["calls"] == before
+        assert runner.method.state["stage"] == "backprop" and runner.method.state["path"] == path[:1]
+        await runner.run()
+    asyncio.run(go())
+    assert runner.summary()["status"] == "done"
+    store.close()
+
+
+def test_regenerate_shows_training_failures_not_validation_answers(tmp_path, vapo_server, fake_key):
+    runner, store = _runner(tmp_path, vapo_server, search={"iterations": 1, "depth_limit": 1})
+
+    async def go():
+        await runner.run()
+        root_id = runner.method.state["root"]
+        child = await runner.regenerate(root_id)
+        shown = set(child["detail"]["action"]["failed"])
+        validation = set(runner.method.state["split"]["validation"])
+        assert not shown & validation
+    asyncio.run(go())
+    store.close()

@@ -635,9 +635,11 @@ class WorkbenchScreen(Screen):
         line = Text(f"{snap['next']}   steps {s['steps']}   calls {done_calls}/{planned}   "
                     f"{roles}   ${s['cost']:.4f}")
         ev = s.get("evaluation")
-        if ev and ev.get("final") is not None:
-            line.append(f"   test {ev['metric']}: root {ev['root']:.2f} → final {ev['final']:.2f}",
-                        style="bold")
+        if ev and (ev.get("final") is not None or ev.get("root") is not None):
+            def num(v):
+                return "—" if v is None else f"{v:.2f}"
+            line.append(f"   evaluation ({ev['metric']}): root {num(ev.get('root'))} → final "
+                        f"{num(ev.get('final'))}", style="bold")
         self.query_one("#status", Static).update(line)
         spark = self.query_one(Sparkline)
         spark.data = list(snap["best_per_level"]) or [0.0]

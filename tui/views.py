@@ -157,6 +157,8 @@ def picaco_response(snap: dict, node: dict):
     state = snap["session"]["method_state"]
     names = [v["name"] for v in state["values"]]
     pes = node.get("detail", {}).get("pe", {})
+    if node.get("detail", {}).get("pe_iteration") != state["iteration"]:
+        pes = {}  # p_e was computed for an earlier aligned pool
     parts: list = []
     if not state["aligned"] and not state["noise"]:
         parts.append(Text("the pools are empty: step the noise pool and an E-step"))
@@ -182,7 +184,7 @@ def picaco_response(snap: dict, node: dict):
                           f"{item['q_phi']:.2f}", f"{item['p']:.2f}")
         parts.append(table)
     if len(state["prompts"]) > POOL_PROMPTS:
-        parts.append(Text(f"… {len(state['prompts']) - POOL_PROMPTS} more prompts: "
+        parts.append(Text(f"… {len(state['prompts']) - POOL_PROMPTS} more prompts: every pool is in "
                           f"promptarbor export {snap['id']} --format json", style="dim"))
     evaluation = node.get("detail", {}).get("evaluation")
     if evaluation:

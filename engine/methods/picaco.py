@@ -42,7 +42,7 @@ import math
 import random
 from typing import Any
 
-from ..gateway import CallFailed
+from ..gateway import CallFailed, gather_or_cancel
 from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_scores
 from ..prompts import picaco as P
 
@@ -285,8 +285,10 @@ class PICACO:
                 "base", P.plain_messages(None, prompt), 2 * m2, purpose="noise sample",
                 node=s["root"], sample=i, temperature=self.search["sampling_temperature"])
             texts = [t.strip() for t in texts if t.strip()]
-            if error or len(texts) < 2:
-                ctx.emit("warning", None, message=f"noise pool for prompt {i + 1}: {error or 'too few answers'}")
+            if error or len(texts) < 2 * m2:
+                ctx.emit("warning", None, message=f"noise pool for prompt {i + 1}: {len(texts)} of "
+                                                  f"{2 * m2} answers ({error or 'the provider gave fewer'})")
+            if len(texts) < 2:
                 s["noise"][str(i)], s["B"][str(i)] = [], 0.0
                 return
             vecs = await self._embed(texts)
@@ -381,7 +383,13 @@ class PICACO:
         ranked = self._ranked_history(ctx)
         ladder_ids = stratified(ranked, rng) if ranked else [parent["id"]]
         if based_on and based_on not in ladder_ids:
-            ladder_ids = (ladder_ids + [based_on])[-4:]
+            # the node being revised joins the ladder at its own rank (ascending TC_e)
+            ladder_ids = sorted(ladder_ids + [based_on],
+                                key=lambda i: (ctx.tree[i]["reward"] if ctx.tree[i]["reward"] is not None
+                                               else -math.inf))
+            while len(ladder_ids) > 4:
+                middle = [i for i in ladder_ids[1:-1] if i != based_on]
+                ladder_ids.remove(middle[0])
         technique = rng.choice(P.TECHNIQUES)
         demos = self._demo_draw(f"mstep:{sample}")
         messages = P.m_step(s["values"], demos, [ctx.tree[i]["text"] for i in ladder_ids],
@@ -403,7 +411,7 @@ class PICACO:
         ctx.emit("node_added", child["id"], parent=parent["id"])
         return True
 
-    async def _score(self, ctx, node: dict) -> None:
+    async def _score(self, ctx, node: dict, existing: bool = False) -> None:
         """TC_e of one instruction with the current pools (Eq. 4)."""
         from ..embeddings import cosine
 
@@ -429,8 +437,14 @@ class PICACO:
             values = [round(p_e([cosine(v, w) for w in sample_vecs]), 6) for v in pool_vecs]
             return i, values, [item["score"] for item in pool], s["B"].get(str(i), 0.0)
         try:
-            results = await asyncio.gather(*(one(i, x) for i, x in enumerate(s["prompts"])))
+            results = await gather_or_cancel(one(i, x) for i, x in enumerate(s["prompts"]))
         except CallFailed as exc:
+            if existing:
+                # an earlier instruction keeps its last TC_e; it sits out this iteration
+                node["meta"]["stale"] = s["iteration"]
+                ctx.emit("warning", node["id"], message=f"re-scoring failed, the last TC_e is "
+                                                        f"kept and it sits out this M-step: {exc}")
+                return
             ctx.tree.fail(node["id"], str(exc))
             ctx.emit("node_failed", node["id"], error=str(exc))
             return
@@ -439,7 +453,9 @@ class PICACO:
             per_prompt.append((values, scores, b))
         node["reward"] = round(tc_e(per_prompt), 4)
         node["meta"].setdefault("tc", {})[str(s["iteration"])] = node["reward"]
+        node["meta"].pop("stale", None)
         node["detail"]["pe"] = pes
+        node["detail"]["pe_iteration"] = s["iteration"]  # p_e belongs to this aligned pool
         node["detail"]["query"] = f"{len(s['prompts'])} prompts"
         ctx.emit("node_scored", node["id"], reward=node["reward"])
 
@@ -459,9 +475,11 @@ class PICACO:
                                          for j, child in enumerate(children)))
         new = [c for c, ok in zip(children, written) if ok]
         candidates = new + [ctx.tree[i] for i in existing]
-        await asyncio.gather(*(self._score(ctx, node) for node in candidates))
+        await asyncio.gather(*(self._score(ctx, node, existing=node["id"] in existing)
+                               for node in candidates))
         s["history"] += [c["id"] for c in new]
-        scored = ctx.tree.usable([c["id"] for c in candidates])
+        scored = [n for n in ctx.tree.usable([c["id"] for c in candidates])
+                  if str(t) in n["meta"].get("tc", {})]
         if scored:
             best = max(scored, key=lambda n: (n["reward"], -int(n["id"][1:])))
             s["current"] = best["id"]
@@ -486,7 +504,7 @@ class PICACO:
             verdict = await self._judge(ctx, prompt, result.text.strip(), node["id"])
             return sum(v["score"] / 5 for v in verdict.values()) / len(verdict)
         try:
-            scores = await asyncio.gather(*(one(i, x) for i, x in enumerate(s["prompts"])))
+            scores = await gather_or_cancel(one(i, x) for i, x in enumerate(s["prompts"]))
         except CallFailed as exc:
             ctx.tree.fail(node["id"], str(exc))
             ctx.emit("node_failed", node["id"], error=str(exc))
@@ -534,8 +552,8 @@ class PICACO:
 
     # ------------------------------------------------------------------ evaluation
 
-    async def _answer(self, ctx, node: dict, i: int, prompt: str) -> str:
-        template = node["meta"].get("template", "if")
+    async def _answer(self, ctx, node: dict, i: int, prompt: str, template: str | None = None) -> str:
+        template = template or node["meta"].get("template", "if")
         if template == "cot":
             first, second = P.cot_turns(node["text"], [v["name"] for v in self.state["values"]], prompt)
             result = await ctx.gateway.call("base", first, purpose="think", node=node["id"])
@@ -557,17 +575,17 @@ class PICACO:
             raise CallFailed(f"answer: {result.error}", result.record)
         return result.text.strip()
 
-    async def conformity(self, ctx, node: dict) -> dict | None:
+    async def conformity(self, ctx, node: dict, template: str | None = None) -> dict | None:
         """Per-value mean judge score over the prompts (and relevance, Schwartz-style)."""
         s = self.state
         relevance = s["kind"] != "hh"
 
         async def one(i: int, prompt: str) -> dict:
-            response = await self._answer(ctx, node, i, prompt)
+            response = await self._answer(ctx, node, i, prompt, template)
             verdict = await self._judge(ctx, prompt, response, node["id"], relevance)
             return {"prompt": i, "response": response, "scores": verdict}
         try:
-            rows = await asyncio.gather(*(one(i, x) for i, x in enumerate(s["prompts"])))
+            rows = await gather_or_cancel(one(i, x) for i, x in enumerate(s["prompts"]))
         except CallFailed as exc:
             ctx.emit("warning", node["id"], message=f"evaluation failed: {exc}")
             return None
@@ -588,7 +606,9 @@ class PICACO:
         s = self.state
         root = ctx.tree[s["root"]]
         final = ctx.tree[s["final"] or s["root"]]
-        root_eval = await self.conformity(ctx, root)
+        # PICACO's seed is answered like its final prompt (instruction + the same demonstrations),
+        # so root vs final isolates the instruction; baselines compare with Q+IF
+        root_eval = await self.conformity(ctx, root, "picaco" if self.method == "picaco" else "if")
         final_eval = root_eval if final["id"] == root["id"] else await self.conformity(ctx, final)
         names = [v["name"] for v in s["values"]]
         s["evaluation"] = {
@@ -631,6 +651,11 @@ class PICACO:
             plan = {"base": N * self._k(self.search["p_samples"])}
         if kind == "regenerate":
             plan["optimizer"] = 1
+        if self.method == "picaco" and not self.state["best_per_iteration"]:
+            # before the first M-step, a scored instruction joins e0 as an existing candidate
+            extra = [i for i in self.state["history"] if i != self.state["root"]]
+            if len(extra) + 1 < self.search["new_instructions"]:
+                plan["base"] += N * self._k(self.search["p_samples"])
         return plan
 
     async def _rescore(self, ctx, node: dict) -> None:

@@ -42,7 +42,7 @@ import math
 import random
 from typing import Any
 
-from ..gateway import CallFailed
+from ..gateway import CallFailed, gather_or_cancel
 from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_score, extract_json
 from ..prompts import vapo as P
 from ..tasks import extract_choice, format_question
@@ -84,7 +84,7 @@ def is_terminal(node: dict, parent: dict | None, root_reward: float, depth_limit
                 min_depth: int) -> bool:
     if node["depth"] >= depth_limit:
         return True
-    if parent is None or node["reward"] is None:
+    if parent is None or node["reward"] is None or parent["reward"] is None:
         return False
     threshold = (root_reward + parent["reward"]) / 2
     return node["reward"] < threshold and node["depth"] > min_depth
@@ -274,6 +274,13 @@ class VAPO:
     async def _grow(self, ctx) -> None:
         """Expand the trajectory's end if it has no usable child; the best child continues."""
         s = self.state
+        keep = next((i for i, node_id in enumerate(s["path"]) if ctx.tree.is_pruned(node_id)), None)
+        if keep is not None:  # the person pruned part of the trajectory: it ends before that
+            ctx.emit("warning", s["path"][keep], message="the trajectory was pruned here; "
+                                                         "back-propagating what is left")
+            s["path"] = s["path"][:keep]
+            s["stage"] = "backprop"
+            return
         end = ctx.tree[s["path"][-1]]
         if not ctx.tree.usable(end["children"]):
             await self._expand(ctx, end)
@@ -352,8 +359,9 @@ class VAPO:
         return out
 
     async def _answers(self, ctx, node: dict, ids: list[int]) -> list[dict]:
+        """All answers, or CallFailed with the others cancelled (nothing runs past the step)."""
         items = self.state["items"]
-        return list(await asyncio.gather(*(self._answer(ctx, node, items[i]) for i in ids)))
+        return await gather_or_cancel(self._answer(ctx, node, items[i]) for i in ids)
 
     async def _metric_on(self, ctx, node: dict, ids: list[int], split: str) -> float | None:
         try:
@@ -494,7 +502,14 @@ class VAPO:
             raise ValueError("this node has not been validated")
         node["meta"]["regenerations"] = node["meta"].get("regenerations", 0) + 1
         items = self.state["items"]
-        failed = [r for r in node["detail"].get("validation", []) if not r["correct"]]
+        # the training-batch failures of the node's prompt (from its expansions); never its
+        # validation answers: the new child is scored on the validation split
+        failed, seen = [], set()
+        for child_id in node["children"]:
+            for answer in ctx.tree[child_id]["detail"].get("action", {}).get("answers") or []:
+                if not answer["correct"] and answer["item"] not in seen:
+                    seen.add(answer["item"])
+                    failed.append(answer)
         shown = [P.describe_example(items[r["item"]], r) for r in failed]
         child = ctx.tree.add("", parent=node_id, kind="regenerated", step=ctx.step,
                              meta={"phase": "prompt", "level": node["depth"] + 1,
