@@ -503,6 +503,14 @@ def test_picaco_workbench_steps_one_e_step(tmp_path, picaco_server, fake_key):
             console.print(views.response_view(screen.snap, screen.snap["nodes"]["n0"]))
             text = console.export_text()
             assert "aligned" in text and "noise" in text and "q_φ" in text and "NT" in text
+            select = screen.query_one("#pool-prompt")
+            assert select.display and select.value == 0
+            select.value = 1  # the second prompt's pools
+            await pilot.pause(0.1)
+            console = Console(width=150, record=True, file=open("/dev/null", "w"))
+            console.print(views.response_view(screen.snap, screen.snap["nodes"]["n0"], 1))
+            text = console.export_text()
+            assert "Prompt 2:" in text and "Prompt 1:" not in text
             await pilot.press("q")
     asyncio.run(scenario())
     saved = stored(tmp_path, session_id)

@@ -460,6 +460,10 @@ class WorkbenchScreen(Screen):
                 with TabPane("Prompt", id="tab-prompt"):
                     yield VerticalScroll(Static(id="prompt"))
                 with TabPane("Response", id="tab-response"):
+                    # PICACO: which prompt's pools the Response tab lists
+                    pools = Select([], prompt="prompt", id="pool-prompt")
+                    pools.display = False
+                    yield pools
                     yield VerticalScroll(Static(id="response"))
                 with TabPane("Reward", id="tab-reward"):
                     yield VerticalScroll(Static(id="reward"))
@@ -537,8 +541,23 @@ class WorkbenchScreen(Screen):
             return
         app: PromptArborApp = self.app  # type: ignore[assignment]
         self.snap = await app.engine.run(app.view_of(self.runner))
+        self._prepare_pool_select()
         self._render_tree()
         self._render_status()
+        self._render_detail()
+
+    def _prepare_pool_select(self) -> None:
+        """PICACO sessions: fill the prompt chooser of the Response tab once."""
+        select = self.query_one("#pool-prompt", Select)
+        if self.snap["family"] != "picaco" or select.display:
+            return
+        prompts = self.snap["session"]["method_state"]["prompts"]
+        select.set_options([(Text(f"{i + 1}. {head(p, 70)}"), i) for i, p in enumerate(prompts)])
+        select.value = 0
+        select.display = True
+
+    @on(Select.Changed, "#pool-prompt")
+    def _pool_prompt_changed(self) -> None:
         self._render_detail()
 
     def _roles(self, node: dict) -> set[str]:
@@ -657,7 +676,9 @@ class WorkbenchScreen(Screen):
             prompt.append_text(safe(f"\n\nerror: {node['error']}", style="red"))
         self.query_one("#prompt", Static).update(prompt)
 
-        self.query_one("#response", Static).update(views.response_view(self.snap, node))
+        select = self.query_one("#pool-prompt", Select)
+        prompt = select.value if select.display and isinstance(select.value, int) else None
+        self.query_one("#response", Static).update(views.response_view(self.snap, node, prompt))
         self.query_one("#reward", Static).update(views.reward_view(self.snap, node))
 
         critique = Text("Critique (c to edit, g to regenerate from it)\n\n", style="bold")

@@ -151,9 +151,9 @@ def _short(name: str) -> str:
     return "".join(w[0] for w in name.replace("-", " ").split()).upper()[:3]
 
 
-def picaco_response(snap: dict, node: dict):
-    """For each prompt: its aligned pool (q_omega per value, q_phi, p_e under this node's
-    instruction) and its noise pool (q_phi, p)."""
+def picaco_response(snap: dict, node: dict, prompt: int | None = None):
+    """For one prompt (chosen above the tab; by default the first ones): its aligned pool
+    (q_omega per value, q_phi, p_e under this node's instruction) and its noise pool (q_phi, p)."""
     state = snap["session"]["method_state"]
     names = [v["name"] for v in state["values"]]
     pes = node.get("detail", {}).get("pe", {})
@@ -165,9 +165,11 @@ def picaco_response(snap: dict, node: dict):
     legend = Text("q_ω columns: " + ", ".join(f"{_short(n)} = {n}" for n in names) +
                   "   (q_ω = judge score / 5)", style="dim")
     parts.append(legend)
-    for i, prompt in enumerate(state["prompts"][:POOL_PROMPTS]):
+    shown = [prompt] if prompt is not None else list(range(min(POOL_PROMPTS, len(state["prompts"]))))
+    for i in shown:
         key = str(i)
-        table = Table(title=f"Prompt {i + 1}: {head(prompt, 80)}", title_justify="left", expand=True)
+        prompt_text = state["prompts"][i]
+        table = Table(title=f"Prompt {i + 1}: {head(prompt_text, 80)}", title_justify="left", expand=True)
         table.add_column("pool", width=7)
         table.add_column("answer", ratio=3)
         for n in names:
@@ -183,7 +185,7 @@ def picaco_response(snap: dict, node: dict):
             table.add_row("noise", safe(head(item["text"], 70)), *["" for _ in names],
                           f"{item['q_phi']:.2f}", f"{item['p']:.2f}")
         parts.append(table)
-    if len(state["prompts"]) > POOL_PROMPTS:
+    if prompt is None and len(state["prompts"]) > POOL_PROMPTS:
         parts.append(Text(f"… {len(state['prompts']) - POOL_PROMPTS} more prompts: every pool is in "
                           f"promptarbor export {snap['id']} --format json", style="dim"))
     evaluation = node.get("detail", {}).get("evaluation")
@@ -259,7 +261,9 @@ RESPONSE = {"drpo": drpo_response, "vapo": vapo_response, "picaco": picaco_respo
 REWARD = {"drpo": drpo_reward, "vapo": vapo_reward, "picaco": picaco_reward}
 
 
-def response_view(snap: dict, node: dict):
+def response_view(snap: dict, node: dict, prompt: int | None = None):
+    if snap["family"] == "picaco":
+        return picaco_response(snap, node, prompt)
     return RESPONSE.get(snap["family"], drpo_response)(snap, node)
 
 
