@@ -317,6 +317,7 @@ def _values(section: Any) -> dict:
 
 
 def _file(value: Any, key: str, base_dir: Path | None) -> str:
+    """A data file path, resolved from the config's folder; it must exist."""
     if not isinstance(value, str) or not value:
         raise ConfigError(f"data.{key} must be a file path")
     path = Path(value).expanduser()
@@ -352,17 +353,8 @@ def _data(section: Any, base_dir: Path | None, method: str = "drpo") -> dict:
     _no_unknown(section, DATA_KEYS, "data")
     out: dict[str, Any] = {"seed": None, "icl": None, "icl_optimized": False, "seed_limit": None}
     for key in ("seed", "icl"):
-        value = section.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"data.{key} must be a file path")
-        path = Path(value).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if not path.is_file():
-            raise ConfigError(f"data.{key}: file not found: {path}")
-        out[key] = str(path.resolve())
+        if section.get(key) is not None:
+            out[key] = _file(section[key], key, base_dir)
     flag = section.get("icl_optimized", False)
     if not isinstance(flag, bool):
         raise ConfigError("data.icl_optimized must be true or false")

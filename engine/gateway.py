@@ -366,9 +366,9 @@ class Gateway:
 
     def structured(self, role: str) -> bool:
         """Whether this role's model decodes under a JSON schema (the embedded model does)."""
-        from .local_model import PROVIDER
+        from .local_model import is_embedded
 
-        return (self.models[role]["model"] or "").startswith(PROVIDER + "/")
+        return is_embedded(self.models[role]["model"])
 
     def _emit(self, event: dict) -> None:
         if self.on_event is not None:

@@ -25,6 +25,12 @@ from typing import Any
 PROVIDER = "local"
 MODEL_NAME = "smollm2"
 MODEL_STRING = f"{PROVIDER}/{MODEL_NAME}"
+
+
+def is_embedded(model: str | None) -> bool:
+    """Whether a model string names the embedded model (structured decoding, one answer
+    per call)."""
+    return (model or "").startswith(PROVIDER + "/")
 N_CTX = 8192               # SmolLM2's trained context
 CUT_MARKER = "\n[... {n} tokens cut from the middle to fit the context window ...]\n"
 

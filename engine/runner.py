@@ -336,6 +336,7 @@ class Runner:
         status = self.session["status"]
         if status in ("new", "running"):
             status = "paused"
+        evaluation = self.method.evaluation()
         return {
             "session": self.session["id"], "status": status,
             "steps": self.session["steps"], "calls": self.gateway.totals()["calls"],
@@ -346,6 +347,5 @@ class Runner:
                      if best else None),
             "final": {"node": final["id"], "text": final["text"]} if final else None,
             "accepted": self.tree.accepted(),
-            **({"evaluation": self.method.evaluation()}
-               if self.method.evaluation() is not None else {}),
+            **({"evaluation": evaluation} if evaluation is not None else {}),
         }

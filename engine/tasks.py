@@ -28,37 +28,27 @@ def builtin_tasks_path() -> Path:
 
 
 def _records(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-        for row in rows:
-            raw = (row.get("options") or "").strip()
-            if raw.startswith("["):
-                try:
-                    row["options"] = json.loads(raw)
-                except json.JSONDecodeError:
-                    raise ConfigError(f"{path}: options {raw[:40]!r} is not a JSON list") from None
-            elif raw:
-                row["options"] = [o.strip() for o in raw.split("|") if o.strip()]
-            else:
-                row["options"] = None
-        return rows
-    if path.suffix.lower() == ".jsonl":
-        out = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{i}: not valid JSON: {exc.msg}") from None
-        return out
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc.msg}") from None
-    if not isinstance(data, list):
-        raise ConfigError(f"{path}: expected a list of task items")
-    return data
+    """Task records: CSV here (options as a JSON list or "a | b"); JSONL/JSON as datasets reads them."""
+    if path.suffix.lower() != ".csv":
+        from .datasets import _read_records
+
+        data = _read_records(path)
+        if not isinstance(data, list):
+            raise ConfigError(f"{path}: expected a list of task items")
+        return data
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+    for row in rows:
+        raw = (row.get("options") or "").strip()
+        if raw.startswith("["):
+            try:
+                row["options"] = json.loads(raw)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{path}: options {raw[:40]!r} is not a JSON list") from None
+        elif raw:
+            row["options"] = [o.strip() for o in raw.split("|") if o.strip()]
+        else:
+            row["options"] = None
+    return rows
 
 
 def gold_letter(answer, options: list[str]) -> str | None:

@@ -17,6 +17,13 @@ STATUSES = ("open", "expanded", "pruned", "failed")
 KINDS = ("root", "candidate", "human", "regenerated")
 
 
+def note_call(node: dict, record: dict) -> None:
+    """Book a gateway call (its id and cost) on the node it worked for, once."""
+    if record["id"] not in node["calls"]:
+        node["calls"].append(record["id"])
+        node["cost"] = round(node["cost"] + record.get("cost", 0.0), 8)
+
+
 class Tree:
     def __init__(self, nodes: dict | None = None, roots: list | None = None, next_id: int = 0):
         self.nodes: dict[str, dict] = nodes or {}

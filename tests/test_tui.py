@@ -1,5 +1,6 @@
 """The workbench driven by keys (Textual Pilot) against the fake server; store checked after."""
 import asyncio
+import os
 import time
 
 import pytest
@@ -24,6 +25,28 @@ def new_session(tmp_path, server, **search) -> str:
     runner.gateway.close()
     store.close()
     return session_id
+
+
+def session_from(tmp_path, path) -> str:
+    """A new, unstarted session from a config file (any method); the store is closed after."""
+    from engine.datasets import load_inputs
+
+    cfg = load_config(path)
+    store = SessionStore(tmp_path / "store")
+    runner = Runner.create(cfg, load_inputs(cfg), store=store, cache_dir=store.cache_dir)
+    session_id = runner.session["id"]
+    runner.gateway.close()
+    store.close()
+    return session_id
+
+
+def as_text(renderable, width: int = 150) -> str:
+    """What a Rich renderable shows, as plain text."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))
+    console.print(renderable)
+    return console.export_text()
 
 
 def stored(tmp_path, session_id) -> dict:
@@ -431,18 +454,12 @@ def test_theme_choice_persists_and_palette_runs_actions(tmp_path, fake_server, f
 
 def test_vapo_workbench_steps_one_iteration_with_L(tmp_path, vapo_server, fake_key):
     from conftest import write_tasks
-    from engine.datasets import load_inputs
 
     tasks = write_tasks(tmp_path / "tasks.jsonl", 24)
-    cfg = load_config(write_config(
+    session_id = session_from(tmp_path, write_config(
         tmp_path / "c.toml", vapo_server.base_url, method="vapo",
         search={"iterations": 2, "expand_width": 2, "depth_limit": 2, "batch_size": 3},
         data={"tasks": str(tasks), "train": 10, "validation": 6, "test": 6}))
-    store = SessionStore(tmp_path / "store")
-    runner = Runner.create(cfg, load_inputs(cfg), store=store, cache_dir=store.cache_dir)
-    session_id = runner.session["id"]
-    runner.gateway.close()
-    store.close()
 
     async def scenario():
         app = PromptArborApp(tmp_path / "store", session_id)
@@ -457,12 +474,9 @@ def test_vapo_workbench_steps_one_iteration_with_L(tmp_path, vapo_server, fake_k
             assert "Q" in str(root.label) and "N1" in str(root.label)
             child = next(n for n in screen.snap["nodes"].values() if n["depth"] == 1
                          and n["meta"]["cum_rewards"])
-            from rich.console import Console
             from tui import views
 
-            console = Console(width=140, record=True, file=open("/dev/null", "w"))
-            console.print(views.reward_view(screen.snap, child))
-            text = console.export_text()
+            text = as_text(views.reward_view(screen.snap, child), 140)
             assert "UCT" in text and "Q =" in text and "N = 1" in text
             assert "Error feedback" in text and "valuecot feedback" in text
             await pilot.press("q")
@@ -473,18 +487,11 @@ def test_vapo_workbench_steps_one_iteration_with_L(tmp_path, vapo_server, fake_k
 
 
 def test_picaco_workbench_steps_one_e_step(tmp_path, picaco_server, fake_key):
-    from engine.datasets import load_inputs
-
-    cfg = load_config(write_config(
+    session_id = session_from(tmp_path, write_config(
         tmp_path / "c.toml", picaco_server.base_url, method="picaco",
         search={"iterations": 1, "prompts": 2, "aligned_pool": 2, "noise_pool": 2,
                 "new_instructions": 2, "p_samples": 2, "buckets": 1},
         values={"composition": "harmlessness"}))
-    store = SessionStore(tmp_path / "store")
-    runner = Runner.create(cfg, load_inputs(cfg), store=store, cache_dir=store.cache_dir)
-    session_id = runner.session["id"]
-    runner.gateway.close()
-    store.close()
 
     async def scenario():
         app = PromptArborApp(tmp_path / "store", session_id)
@@ -496,20 +503,15 @@ def test_picaco_workbench_steps_one_e_step(tmp_path, picaco_server, fake_key):
             assert "E-step" in screen.snap["next"]
             await pilot.press("space")  # one E-step
             await wait_for(pilot, lambda: screen.snap["summary"]["steps"] == 2 and not screen.busy)
-            from rich.console import Console
             from tui import views
 
-            console = Console(width=150, record=True, file=open("/dev/null", "w"))
-            console.print(views.response_view(screen.snap, screen.snap["nodes"]["n0"]))
-            text = console.export_text()
+            text = as_text(views.response_view(screen.snap, screen.snap["nodes"]["n0"]))
             assert "aligned" in text and "noise" in text and "q_φ" in text and "NT" in text
             select = screen.query_one("#pool-prompt")
             assert select.display and select.value == 0
             select.value = 1  # the second prompt's pools
             await pilot.pause(0.1)
-            console = Console(width=150, record=True, file=open("/dev/null", "w"))
-            console.print(views.response_view(screen.snap, screen.snap["nodes"]["n0"], 1))
-            text = console.export_text()
+            text = as_text(views.response_view(screen.snap, screen.snap["nodes"]["n0"], 1))
             assert "Prompt 2:" in text and "Prompt 1:" not in text
             await pilot.press("q")
     asyncio.run(scenario())

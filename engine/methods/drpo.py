@@ -45,6 +45,7 @@ from typing import Any
 from ..gateway import CallFailed
 from ..parsing import ParseError, parse_json_fields, parse_reward_selection, parse_scores
 from ..prompts import drpo as P
+from ..tree import note_call
 
 SYSTEM_FIELDS = ("analysis", "thought", "new_system_prompt")
 ICL_FIELDS = ("analysis", "thought", "new_response")
@@ -416,7 +417,7 @@ class DRPO:
                 result = await ctx.gateway.call(
                     "base", layout(node["text"], examples, query), purpose="answer",
                     node=node["id"], stop=P.PLAIN_STOP if self.search["layout"] == "plain" else None)
-                self._note_call(node, result.record)
+                note_call(node, result.record)
                 if result.error:
                     raise CallFailed(f"answer: {result.error}")
                 response = result.text.strip()
@@ -432,12 +433,12 @@ class DRPO:
                 "evaluator", [{"role": "user", "content": prompt}],
                 lambda text: parse_scores(text, aspects), purpose="score", node=node["id"],
                 schema=P.scores_schema(aspects))
-            self._note_call(node, record)
+            note_call(node, record)
         except CallFailed as exc:
             if not aspects_task.done():
                 await asyncio.gather(aspects_task, return_exceptions=True)
             if exc.record:
-                self._note_call(node, exc.record)
+                note_call(node, exc.record)
             ctx.tree.fail(node["id"], str(exc))
             ctx.emit("node_failed", node["id"], error=str(exc))
             return
@@ -486,11 +487,11 @@ class DRPO:
                 schema=P.transition_schema(key))
         except CallFailed as exc:
             if exc.record:
-                self._note_call(child, exc.record)
+                note_call(child, exc.record)
             ctx.tree.fail(child["id"], str(exc))
             ctx.emit("node_failed", child["id"], error=str(exc))
             return
-        self._note_call(child, record)
+        note_call(child, record)
         child["text"] = answer[key].strip()
         child["detail"]["transition"] = {"analysis": answer.get("analysis", ""),
                                          "thought": answer.get("thought", "")}
@@ -504,7 +505,7 @@ class DRPO:
         for i in range(count):
             child = self._child(ctx, parent, "", level, "candidate")
             record["children"].append(child["id"])
-            self._note_call(child, result.record)
+            note_call(child, result.record)
             try:
                 if result.error:
                     raise ParseError(result.error)
@@ -537,11 +538,6 @@ class DRPO:
         former = [n["text"] for n in ctx.tree.path(node["id"])]
         return P.system_prompt_transition(node["text"], detail.get("query", ""),
                                           detail.get("response", ""), evaluation, former)
-
-    @staticmethod
-    def _note_call(node: dict, record: dict) -> None:
-        node["calls"].append(record["id"])
-        node["cost"] = round(node["cost"] + record.get("cost", 0.0), 8)
 
     # ------------------------------------------------------------------ a person's operations
 
@@ -643,7 +639,7 @@ class DRPO:
                 except CallFailed as exc:
                     ctx.emit("warning", node["id"], message=f"re-scoring failed: {exc}")
                     return
-                self._note_call(node, record)
+                note_call(node, record)
                 score_dict = {a: {"score": v.score, "rationale": v.rationale}
                               for a, v in scores.items()}
                 node["reward"] = round(reward_of(score_dict), 4)

@@ -45,6 +45,7 @@ from typing import Any
 from ..gateway import CallFailed, gather_or_cancel
 from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_scores
 from ..prompts import picaco as P
+from ..tree import note_call
 
 EPS = 1e-6
 ROLES = ("base", "optimizer", "evaluator")
@@ -160,7 +161,9 @@ class PICACO:
 
     def _k(self, n: int) -> int:
         """Calls for n samples: one, or n where the base model gives one answer per call."""
-        return n if (self.cfg["models"]["base"]["model"] or "").startswith("local/") else 1
+        from ..local_model import is_embedded
+
+        return n if is_embedded(self.cfg["models"]["base"]["model"]) else 1
 
     def _per_bucket(self) -> int:
         return math.ceil(self.search["aligned_pool"] / self.search["buckets"])
@@ -402,11 +405,11 @@ class PICACO:
                 node=child["id"], sample=sample, schema=P.INS_SCHEMA)
         except CallFailed as exc:
             if exc.record:
-                self._note_call(child, exc.record)
+                note_call(child, exc.record)
             ctx.tree.fail(child["id"], str(exc))
             ctx.emit("node_failed", child["id"], error=str(exc))
             return False
-        self._note_call(child, record)
+        note_call(child, record)
         child["text"] = text
         ctx.emit("node_added", child["id"], parent=parent["id"])
         return True
@@ -426,7 +429,7 @@ class PICACO:
                 purpose="p_e samples", node=node["id"], sample=i,
                 temperature=self.search["sampling_temperature"])
             for record in records:
-                self._note_call(node, record)
+                note_call(node, record)
             texts = [t.strip() for t in texts if t.strip()]
             if error or not texts:
                 raise CallFailed(f"p_e samples for prompt {i + 1}: {error or 'no answer'}")
@@ -498,7 +501,7 @@ class PICACO:
         async def one(i: int, prompt: str) -> float:
             result = await ctx.gateway.call("base", P.plain_messages(node["text"], prompt),
                                             purpose="answer", node=node["id"])
-            self._note_call(node, result.record)
+            note_call(node, result.record)
             if result.error:
                 raise CallFailed(f"answer: {result.error}", result.record)
             verdict = await self._judge(ctx, prompt, result.text.strip(), node["id"])
@@ -539,7 +542,7 @@ class PICACO:
                 ctx.tree.fail(child["id"], str(exc))
                 ctx.emit("node_failed", child["id"], error=str(exc))
                 return
-            self._note_call(child, record)
+            note_call(child, record)
             child["text"] = text
             await self._opro_score(ctx, child)
         await asyncio.gather(*(write(j, c) for j, c in enumerate(children)))
@@ -557,7 +560,7 @@ class PICACO:
         if template == "cot":
             first, second = P.cot_turns(node["text"], [v["name"] for v in self.state["values"]], prompt)
             result = await ctx.gateway.call("base", first, purpose="think", node=node["id"])
-            self._note_call(node, result.record)
+            note_call(node, result.record)
             if result.error:
                 raise CallFailed(f"think: {result.error}", result.record)
             messages = first + [{"role": "assistant", "content": result.text.strip()},
@@ -570,7 +573,7 @@ class PICACO:
         else:  # "if" (an instruction as system prompt) and "q" (nothing)
             messages = P.plain_messages(node["text"] or None, prompt)
         result = await ctx.gateway.call("base", messages, purpose="answer", node=node["id"])
-        self._note_call(node, result.record)
+        note_call(node, result.record)
         if result.error:
             raise CallFailed(f"answer: {result.error}", result.record)
         return result.text.strip()
@@ -628,12 +631,6 @@ class PICACO:
         s["final"] = final["id"]
         ctx.emit("search_finished", final["id"], evaluation=s["evaluation"])
         s["done"] = True
-
-    @staticmethod
-    def _note_call(node: dict, record: dict) -> None:
-        if record["id"] not in node["calls"]:
-            node["calls"].append(record["id"])
-            node["cost"] = round(node["cost"] + record.get("cost", 0.0), 8)
 
     # ------------------------------------------------------------------ a person's operations
 

@@ -46,6 +46,7 @@ from ..gateway import CallFailed, gather_or_cancel
 from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_score, extract_json
 from ..prompts import vapo as P
 from ..tasks import extract_choice, format_question
+from ..tree import note_call
 
 ROLES = ("base", "optimizer", "evaluator")
 
@@ -331,7 +332,7 @@ class VAPO:
         messages = [{"role": "system", "content": node["text"]},
                     {"role": "user", "content": format_question(item)}]
         result = await ctx.gateway.call("base", messages, purpose="answer", node=node["id"])
-        self._note_call(node, result.record)
+        note_call(node, result.record)
         if result.error:
             raise CallFailed(f"answer: {result.error}", result.record)
         response = result.text.strip()
@@ -352,7 +353,7 @@ class VAPO:
         verdict, record = await ctx.gateway.ask(
             "evaluator", [{"role": "user", "content": prompt}], parse, purpose="judge",
             node=node["id"], schema=P.JUDGE_SCHEMA)
-        self._note_call(node, record)
+        note_call(node, record)
         out.update(score=verdict["score"], reasoning=verdict["reasoning"],
                    value=(verdict["score"] - 1) / 4,
                    correct=verdict["score"] >= self.search["error_below"])
@@ -435,7 +436,7 @@ class VAPO:
                 "optimizer", [{"role": "user", "content": P.action(variant, parent["text"], shown,
                                                                    len(batch))}],
                 purpose="feedback", node=child["id"], sample=sample)
-            self._note_call(child, feedback_result.record)
+            note_call(child, feedback_result.record)
             if feedback_result.error or not feedback_result.text.strip():
                 raise CallFailed(f"feedback: {feedback_result.error or 'empty answer'}",
                                  feedback_result.record)
@@ -443,8 +444,8 @@ class VAPO:
             child["critique"] = None
             await self._rewrite(ctx, parent, child, shown, action["feedback"], sample)
         except CallFailed as exc:
-            if exc.record and exc.record["id"] not in child["calls"]:
-                self._note_call(child, exc.record)
+            if exc.record:
+                note_call(child, exc.record)
             ctx.tree.fail(child["id"], str(exc))
             ctx.emit("node_failed", child["id"], error=str(exc))
             return
@@ -467,14 +468,9 @@ class VAPO:
         new_text, record = await ctx.gateway.ask(
             "optimizer", [{"role": "user", "content": prompt}], parse, purpose="rewrite",
             node=child["id"], sample=sample, schema=P.REWRITE_SCHEMA)
-        self._note_call(child, record)
+        note_call(child, record)
         child["text"] = new_text
         ctx.emit("node_added", child["id"], parent=parent["id"])
-
-    @staticmethod
-    def _note_call(node: dict, record: dict) -> None:
-        node["calls"].append(record["id"])
-        node["cost"] = round(node["cost"] + record.get("cost", 0.0), 8)
 
     # ------------------------------------------------------------------ a person's operations
 
@@ -522,7 +518,7 @@ class VAPO:
                                 10_000 + node["meta"]["regenerations"])
         except CallFailed as exc:
             if exc.record:
-                self._note_call(child, exc.record)
+                note_call(child, exc.record)
             ctx.tree.fail(child["id"], str(exc))
             ctx.emit("node_failed", child["id"], error=str(exc))
             return child
