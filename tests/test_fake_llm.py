@@ -202,7 +202,9 @@ def test_latency(srv):
 
 
 def test_max_concurrency():
-    with FakeLLMServer(latency=0.2) as srv:
+    # 1 s per answer: the five requests overlap even when thread start-up is slow (a busy
+    # machine once started them more than 0.2 s apart)
+    with FakeLLMServer(latency=1.0) as srv:
         results = []
         threads = [threading.Thread(target=lambda: results.append(chat(srv.base_url)[0])) for _ in range(5)]
         for t in threads:
