@@ -13,13 +13,23 @@ goes through `Gateway.call` (plain text) or `Gateway.ask` (an answer that must p
   replays them without paying again;
 * token and cost accounting per role (cost from litellm's price table) and a call log.
 
+Answers and errors are untrusted. Empty or whitespace-only content is an error, retried
+like a 5xx and never cached. A non-retryable provider error (400, 401, 403, 404 / model
+not found) fails at once with one line naming the role and the model, and that role's
+other calls in the same step are not sent (`begin_step` clears this). Every key value the
+gateway can know is redacted from answers and errors before they are recorded (see
+engine.secrets). A cache write that fails (disk full, database error) keeps the paid
+answer in memory; `flush_cache` writes it at the next save.
+
 A call never raises on provider trouble: it returns a `CallResult` with `error` set.
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -27,7 +37,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .secrets import Redactor
+
 ROLES = ("base", "optimizer", "evaluator")
+
+# A retry of a failed node runs with its retry count here: a structured answer whose
+# earlier attempts were all unparseable (and so cached) is asked again with new attempt
+# indices, while answers that did parse, and calls that failed in transport (never cached),
+# replay or are re-sent as before.
+RETRY_ROUND: contextvars.ContextVar[int] = contextvars.ContextVar("retry_round", default=0)
+
+
+class CacheUnavailable(RuntimeError):
+    """The response cache cannot be opened or written: a store problem (exit 3)."""
+
+
+class _EmptyAnswer(Exception):
+    """HTTP 200 whose content is empty or only whitespace: retried like a 5xx."""
+
+
+# Provider errors that no retry can fix: the request, the key or the model is wrong.
+FATAL_STATUS = {400: "bad request", 401: "authentication failed", 403: "permission denied",
+                404: "model or endpoint not found"}
 
 
 class CallFailed(Exception):
@@ -92,11 +123,29 @@ def _litellm():
     return litellm
 
 
+def _fatal_status(exc: BaseException) -> int | None:
+    """The HTTP status of a provider error that no retry can fix, else None."""
+    import litellm
+
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and status in FATAL_STATUS:
+        return status
+    for name, code in (("AuthenticationError", 401), ("PermissionDeniedError", 403),
+                       ("NotFoundError", 404), ("BadRequestError", 400)):
+        cls = getattr(litellm, name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return code
+    return None
+
+
 def _retryable(exc: BaseException) -> bool:
     import litellm
 
-    if isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError)):
+    if isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError, UnicodeDecodeError,
+                        _EmptyAnswer)):
         return True
+    if _fatal_status(exc) is not None:
+        return False
     transient = tuple(
         cls for cls in (
             getattr(litellm, name, None) for name in (
@@ -112,6 +161,12 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
+def _content(choice: Any) -> str:
+    message = getattr(choice, "message", None)
+    content = getattr(message, "content", None) if message is not None else None
+    return content if isinstance(content, str) else ""
+
+
 def _retry_after(exc: BaseException) -> float | None:
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
@@ -124,9 +179,22 @@ def _retry_after(exc: BaseException) -> float | None:
 
 
 def _short_error(exc: BaseException) -> str:
+    if isinstance(exc, _EmptyAnswer):
+        return "empty answer (HTTP 200 with no content)"
     text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
     return text[:300]
+
+
+def _count(value: Any) -> int:
+    """A token count from a provider's usage block: garbage (NaN, strings, negatives) is 0."""
+    try:
+        number = float(value or 0)
+    except (TypeError, ValueError):
+        return 0
+    if not math.isfinite(number) or number < 0:
+        return 0
+    return int(min(number, 10 ** 12))
 
 
 class Gateway:
@@ -141,11 +209,18 @@ class Gateway:
         self.usage = {role: RoleUsage() for role in ROLES}
         self.log: list[dict] = []
         self._semaphores: dict[tuple, asyncio.Semaphore] = {}
+        self.redactor = Redactor(m.get("api_key_env") for m in models.values())
+        self._fatal: dict[str, str] = {}      # role -> reason; cleared by begin_step
+        self._pending: dict[str, dict] = {}   # paid answers the cache could not take yet
         self._cache = None
         if cache_dir is not None and settings.get("cache", True):
             import diskcache
 
-            self._cache = diskcache.Cache(str(cache_dir))
+            try:
+                self._cache = diskcache.Cache(str(cache_dir))
+            except Exception as exc:  # read-only or full disk, a broken database file
+                raise CacheUnavailable(f"the response cache in {cache_dir} cannot be opened "
+                                       f"({_short_error(exc)})") from None
         self._next_id = 0
 
     # ------------------------------------------------------------------ state
@@ -160,7 +235,51 @@ class Gateway:
 
     def close(self) -> None:
         if self._cache is not None:
-            self._cache.close()
+            try:
+                self._cache.close()
+            except Exception:
+                pass
+
+    def begin_step(self) -> None:
+        """A new step (or operation): roles stopped by a non-retryable error may call again."""
+        self._fatal.clear()
+
+    # ------------------------------------------------------------------ cache
+
+    def _cache_get(self, key: str) -> dict | None:
+        if key in self._pending:
+            return self._pending[key]
+        if self._cache is None:
+            return None
+        try:
+            return self._cache.get(key)
+        except Exception:  # an unreadable entry or database: ask the provider again
+            return None
+
+    def _cache_set(self, key: str, value: dict) -> None:
+        if self._cache is None:
+            return
+        try:
+            self._cache.set(key, value)
+        except Exception:  # disk full, database error: keep the paid answer in memory
+            self._pending[key] = value
+
+    @property
+    def pending_cache_writes(self) -> int:
+        return len(self._pending)
+
+    def flush_cache(self) -> None:
+        """Write the answers the cache could not take; raise CacheUnavailable if it still can't."""
+        if not self._pending or self._cache is None:
+            return
+        for key in list(self._pending):
+            try:
+                self._cache.set(key, self._pending[key])
+            except Exception as exc:
+                raise CacheUnavailable(f"the response cache cannot be written "
+                                       f"({_short_error(exc)}); {len(self._pending)} paid "
+                                       f"answers are kept in the session only") from None
+            del self._pending[key]
 
     # ------------------------------------------------------------------ calls
 
@@ -215,21 +334,23 @@ class Gateway:
             call_extra["temperature"] = temperature
         key = self.cache_key(role, messages, sample, attempt, n, call_extra)
         texts: list[str] | None = None
-        if self._cache is not None:
-            hit = self._cache.get(key)
-            if hit is not None:
-                texts = hit["texts"]
-                record.update(cached=True, tokens_in=hit.get("tokens_in", 0),
-                              tokens_out=hit.get("tokens_out", 0))
-                usage.cached += 1
+        hit = self._cache_get(key)
+        if hit is not None and isinstance(hit.get("texts"), list) and hit["texts"] \
+                and all(isinstance(t, str) and t.strip() for t in hit["texts"]):
+            texts = hit["texts"]
+            record.update(cached=True, tokens_in=_count(hit.get("tokens_in")),
+                          tokens_out=_count(hit.get("tokens_out")))
+            usage.cached += 1
         error = None
-        if texts is None:
+        if texts is None and role in self._fatal:
+            texts, error = [], f"not sent: {self._fatal[role]}"
+        elif texts is None:
             if temperature is not None:
                 cfg = {**cfg, "temperature": temperature}
             texts, error = await self._request(role, cfg, messages, sample, attempt, n, stop,
                                                response_format, record)
-            if error is None and self._cache is not None:
-                self._cache.set(key, {"texts": texts, "tokens_in": record["tokens_in"],
+            if error is None:
+                self._cache_set(key, {"texts": texts, "tokens_in": record["tokens_in"],
                                       "tokens_out": record["tokens_out"]})
         if error:
             usage.errors += 1
@@ -277,14 +398,24 @@ class Gateway:
                 record["requests"] += 1
                 usage.requests += 1
                 try:
+                    if role in self._fatal:  # a sibling call hit a non-retryable error
+                        last_error = f"not sent: {self._fatal[role]}"
+                        break
                     response = await litellm.acompletion(**kwargs)
-                    texts = [((c.message.content if c.message else None) or "")
-                             for c in response.choices]
+                    texts = [self.redactor.redact(_content(c)) for c in response.choices]
                     self._account(role, response, record)
+                    if not texts or any(not t.strip() for t in texts):
+                        raise _EmptyAnswer()
                     record["latency"] = round(time.monotonic() - started, 4)
                     return texts, None
                 except Exception as exc:  # provider trouble of any kind
-                    last_error = _short_error(exc)
+                    last_error = self.redactor.redact(_short_error(exc))
+                    status = _fatal_status(exc)
+                    if status is not None:
+                        last_error = (f"{role} model {cfg['model']}: {FATAL_STATUS[status]} "
+                                      f"(HTTP {status}): {last_error}")[:400]
+                        self._fatal.setdefault(role, last_error)
+                        break
                     if i >= retries or not _retryable(exc):
                         break
                     usage.retries += 1
@@ -299,12 +430,14 @@ class Gateway:
     def _account(self, role: str, response: Any, record: dict) -> None:
         usage = self.usage[role]
         u = getattr(response, "usage", None)
-        tin = int(getattr(u, "prompt_tokens", 0) or 0)
-        tout = int(getattr(u, "completion_tokens", 0) or 0)
+        tin = _count(getattr(u, "prompt_tokens", 0))
+        tout = _count(getattr(u, "completion_tokens", 0))
         cost = 0.0
         try:
             cost = float(_litellm().completion_cost(completion_response=response) or 0.0)
         except Exception:  # unknown model: no price in the table
+            cost = 0.0
+        if not math.isfinite(cost) or cost < 0:
             cost = 0.0
         record.update(tokens_in=tin, tokens_out=tout, cost=cost)
         usage.tokens_in += tin
@@ -329,7 +462,9 @@ class Gateway:
 
         reasons = []
         record: dict | None = None
-        for attempt in range(self.settings["parse_retries"] + 1):
+        per_round = self.settings["parse_retries"] + 1
+        # a retried node's earlier rounds replay from the cache; its last round asks anew
+        for attempt in range(per_round * (RETRY_ROUND.get() + 1)):
             result = await self.call(role, messages, purpose=purpose, node=node, sample=sample,
                                      attempt=attempt, response_format=response_format, stop=stop,
                                      count=(attempt == 0))

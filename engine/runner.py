@@ -19,7 +19,7 @@ import uuid
 from typing import Any, Callable, Protocol
 
 from .config import family, missing_models
-from .gateway import Gateway
+from .gateway import RETRY_ROUND, Gateway
 from .methods.drpo import DRPO
 from .tree import Tree
 
@@ -110,7 +110,9 @@ class Runner:
     @classmethod
     def create(cls, cfg: dict, inputs: dict, *,
                store: Store | None = None, cache_dir=None, session_id: str | None = None,
-               on_event=None) -> "Runner":
+               on_event=None, allow_large: bool = False) -> "Runner":
+        """A new session, saved. A plan over the calls limit raises ConfigError unless
+        `allow_large` (nothing is saved then)."""
         now = time.time()
         session = {
             "schema": SCHEMA_VERSION, "id": session_id or uuid.uuid4().hex[:8],
@@ -122,6 +124,15 @@ class Runner:
         runner = cls(session, store=store, cache_dir=cache_dir, on_event=on_event)
         runner.method.setup(runner.ctx, inputs)
         session["planned_calls"] = runner.method.plan()
+        try:
+            try:  # TEMP-GUARD
+                from .config import check_plan
+            except ImportError:  # TEMP-GUARD
+                check_plan = lambda plan, allow: None  # noqa: E731  TEMP-GUARD
+            check_plan(session["planned_calls"], allow_large)
+        except BaseException:
+            runner.gateway.close()
+            raise
         runner.emit("session_created", None, actor="user", method=cfg["method"],
                     planned_calls=session["planned_calls"])
         runner.save()
@@ -161,16 +172,41 @@ class Runner:
         return copy.deepcopy(s)
 
     def save(self) -> None:
+        """Save the whole session, then the cache writes that failed earlier (if any)."""
+        snapshot = self.snapshot()
+        self._redact(snapshot)
         if self.store is not None:
-            self.store.save(self.snapshot())
-        else:
-            self.snapshot()
+            self.store.save(snapshot)
+        self.gateway.flush_cache()
+
+    def _redact(self, snapshot: dict) -> None:
+        """Belt and braces: the gateway redacts keys at the source; errors, events and call
+        records are checked again before anything is written."""
+        redact = self.gateway.redactor.redact
+        for node in snapshot["tree"]["nodes"].values():
+            if node.get("error"):
+                node["error"] = redact(node["error"])
+        for record in snapshot["call_log"]:
+            if record.get("error"):
+                record["error"] = redact(record["error"])
+        snapshot["events"] = [
+            {**e, "payload": self.gateway.redactor.redact_all(e["payload"])}
+            if e["kind"] in ("node_failed", "warning", "retry") else e
+            for e in snapshot["events"]]
 
     # ------------------------------------------------------------------ stepping
 
     @property
     def done(self) -> bool:
         return self.method.done
+
+    @property
+    def blocked(self) -> str | None:
+        """The failed root a search waits on: nothing runs until it is retried."""
+        return getattr(self.method, "blocked", None)
+
+    def failed_nodes(self) -> list[str]:
+        return self.tree.failed()
 
     def check_models(self) -> None:
         missing = missing_models(self.session["config"])
@@ -182,9 +218,10 @@ class Runner:
     async def step(self) -> list[dict]:
         """Run exactly one unit of the method, then save. Returns the events it produced."""
         async with self._lock:
-            if self.method.done:
+            if self.method.done or self.blocked:
                 return []
             self.check_models()
+            self.gateway.begin_step()
             first = len(self.session["events"])
             label = self.method.describe_next()
             self.session["status"] = "running"
@@ -201,7 +238,8 @@ class Runner:
             return self.session["events"][first:]
 
     def _replan(self) -> None:
-        """Methods whose plan is an upper bound (MCTS) tighten it after every step."""
+        """Methods whose plan is an upper bound (DRPO, MCTS) tighten it after every step and
+        operation: calls made + calls still to come."""
         if not getattr(self.method, "plan_is_bound", False):
             return
         done = self.gateway.totals()["calls"]
@@ -209,6 +247,8 @@ class Runner:
         self.session["planned_calls"] = {r: done.get(r, 0) + remaining.get(r, 0) for r in done}
 
     def _status_after_step(self) -> str:
+        if self.blocked:
+            return "failed"  # a search's root could not be judged: retry it to go on
         if not self.method.done:
             return "paused"
         final = self.method.final_node(self.ctx)
@@ -223,7 +263,7 @@ class Runner:
         done_steps = 0
         start_key = self.method.level_key()
         try:
-            while not self.method.done and not self._pause:
+            while not self.method.done and not self._pause and not self.blocked:
                 if steps is not None and done_steps >= steps:
                     break
                 await self.step()
@@ -243,8 +283,11 @@ class Runner:
     async def _operation(self, kind: str, node: str | None, work, planned: dict | None = None,
                          **payload) -> Any:
         async with self._lock:
+            self.gateway.begin_step()
             result = await work() if asyncio.iscoroutinefunction(work) else work()
-            if planned:
+            if getattr(self.method, "plan_is_bound", False):
+                self._replan()
+            elif planned:
                 for role, n in planned.items():
                     self.session["planned_calls"][role] = self.session["planned_calls"].get(role, 0) + n
             self.emit(kind, node, actor="user", **payload)
@@ -314,6 +357,46 @@ class Runner:
         self.save()
         return ids
 
+    async def retry_failed(self, node_id: str | None = None) -> list[str]:
+        """Re-send the failed nodes' calls (all of them, or one node), then save.
+
+        Answers already paid for replay from the cache; calls that failed in transport are
+        sent again; a structured answer that never parsed is asked again with new attempt
+        indices. The plan grows by the calls the retry made. Returns the ids retried."""
+        if node_id is not None:
+            node = self._node(node_id)
+            if node["status"] != "failed":
+                raise ValueError(f"node {node_id} has not failed: nothing to retry")
+            ids = [node_id]
+        else:
+            ids = self.tree.failed()
+            if not ids:
+                raise ValueError("no failed node to retry")
+        roots = [i for i in ids if self.tree[i]["parent"] is None]
+        ids = roots + [i for i in ids if i not in roots]  # a blocked search's root first
+        self.check_models()
+
+        async def work():
+            before = self.gateway.totals()["calls"]
+            for nid in ids:
+                if self.tree[nid]["status"] != "failed":
+                    continue
+                rounds = self.tree[nid]["meta"].get("retries", 0) + 1
+                token = RETRY_ROUND.set(rounds)
+                try:
+                    await self.method.retry(self.ctx, nid)
+                finally:
+                    RETRY_ROUND.reset(token)
+            after = self.gateway.totals()["calls"]
+            for role, n in after.items():
+                self.session["planned_calls"][role] = (self.session["planned_calls"].get(role, 0)
+                                                       + n - before.get(role, 0))
+            if self.session["status"] == "failed" and not self.blocked:
+                self.session["status"] = "done" if self.method.done else "paused"
+            return ids
+
+        return await self._operation("retry", node_id, work, nodes=ids)
+
     async def accept(self, node_id: str) -> None:
         node = self._node(node_id)
         if node["status"] == "failed" or not node["text"]:
@@ -347,5 +430,15 @@ class Runner:
                      if best else None),
             "final": {"node": final["id"], "text": final["text"]} if final else None,
             "accepted": self.tree.accepted(),
+            "failed_nodes": len(self.tree.failed()),
+            "failures": self.failure_reasons(),
             **({"evaluation": evaluation} if evaluation is not None else {}),
         }
+
+    def failure_reasons(self) -> dict[str, list[str]]:
+        """Failed nodes grouped by reason (the reason's first 160 characters)."""
+        groups: dict[str, list[str]] = {}
+        for node_id in self.tree.failed():
+            reason = " ".join(str(self.tree[node_id]["error"] or "unknown").split())[:160]
+            groups.setdefault(reason, []).append(node_id)
+        return groups

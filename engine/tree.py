@@ -57,6 +57,23 @@ class Tree:
         node["status"] = "failed"
         node["error"] = reason
 
+    def reopen(self, node_id: str) -> int:
+        """A failed node, made ready for a retry: its error is kept in its history.
+
+        Returns how many times it has been retried (1 for the first retry)."""
+        node = self.nodes[node_id]
+        meta = node["meta"]
+        meta.setdefault("errors", []).append(node["error"])
+        meta["retries"] = meta.get("retries", 0) + 1
+        node["status"] = "expanded" if node["children"] else "open"
+        node["error"] = None
+        return meta["retries"]
+
+    def failed(self) -> list[str]:
+        """Failed nodes outside pruned subtrees, in creation order."""
+        return [n["id"] for n in sorted(self.nodes.values(), key=lambda n: int(n["id"][1:]))
+                if n["status"] == "failed" and not self.is_pruned(n["id"])]
+
     # ------------------------------------------------------------------ queries
 
     def __getitem__(self, node_id: str) -> dict:

@@ -18,17 +18,58 @@ Endpoints:
 Standalone (manual use)::
 
     python tests/fake_llm.py --port 8911 --latency 0.2
+    python tests/fake_llm.py --hostile 0.3 --seed 1     # random hostile faults
+
+Hostile mode
+------------
+Used by tests that attack the app (display safety, secret leaks, crash resistance).
+
+Hostile faults (:data:`HOSTILE_FAULTS`, all accepted by :meth:`FakeLLMServer.inject`)::
+
+    "401-echo"      401; the error message echoes the request's Authorization header
+                    verbatim: AUTH_ECHO_PREFIX + "Bearer sk-..." (a secret-leak probe)
+    "400-markup"    400; the error message is ERROR_MARKUP_TEXT (Rich markup)
+    "404-model"     404 model-not-found (type invalid_request_error, code model_not_found)
+    "invalid-utf8"  200 chat.completion whose content holds the raw invalid UTF-8 bytes
+                    INVALID_UTF8_BYTES (the body is not valid UTF-8)
+    "nan"           200 chat.completion with bare NaN / Infinity in "usage" (not strict
+                    JSON; Python's json.loads accepts it); content NAN_CONTENT ("NaN")
+    "huge"          200, content HUGE_CONTENT (HUGE_SIZE = 1 MiB, one "word", no spaces)
+    "deep"          200, content DEEP_CONTENT (100,000 "[")
+    "markup"        200, content MARKUP_TEXT (Rich / Textual markup)
+    "escapes"       200, content ESCAPE_TEXT (OSC 52 / OSC 0 / OSC 8, CSI, 8-bit CSI, DCS, BEL)
+    "whitespace"    200, content WHITESPACE_CONTENT ("  \\n\\t ")
+
+With ``n`` > 1 every choice carries the same hostile content.  ``srv.answered`` counts
+huge / deep / markup / escapes / whitespace (well-formed completions) but not
+invalid-utf8 or nan (their bodies are not strict JSON) nor the error statuses.
+
+Random faults: ``srv.hostile(rate=0.3, faults=HOSTILE_SCHEDULE_FAULTS, seed=0)`` makes
+every later chat request draw a fault with probability ``rate``.  Draw k depends only on
+the seed and k (the k-th request to reach the fault stage, counted from the hostile()
+call), so :func:`hostile_schedule` predicts the sequence.  Every request consumes one
+draw; a fault queued with :meth:`FakeLLMServer.inject` takes precedence over the draw.
+``srv.hostile(None)`` or ``rate=0`` turns the schedule off.  The fault actually used is
+recorded in ``requests[i]["fault"]`` as for injected faults.
+
+Hostile answers that still work: ``hostile_responder(inner, seed=0)`` wraps a responder
+and adds MARKUP_TEXT and ESCAPE_TEXT where they survive parsing (JSON string values,
+text inside <START>/<END> or <INS>/</INS>, otherwise appended to plain text) while
+keeping keys, numbers, score-like strings and name fields intact.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import re
 import signal
 import socket
 import threading
 import time
 import uuid
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -39,20 +80,73 @@ __all__ = [
     "FAULTS",
     "GARBAGE_BODY",
     "GARBAGE_CONTENT",
+    "HOSTILE_FAULTS",
+    "HOSTILE_SCHEDULE_FAULTS",
+    "AUTH_ECHO_PREFIX",
+    "ERROR_MARKUP_TEXT",
+    "MARKUP_TEXT",
+    "ESCAPE_TEXT",
+    "INVALID_UTF8_BYTES",
+    "NAN_CONTENT",
+    "HUGE_SIZE",
+    "HUGE_CONTENT",
+    "DEEP_CONTENT",
+    "WHITESPACE_CONTENT",
+    "PROTECTED_KEYS",
     "ok_responder",
+    "hostile_responder",
+    "hostile_schedule",
     "estimate_tokens",
 ]
 
 HOST = "127.0.0.1"
 DEFAULT_MODEL = "fake-model"
 
+#: Hostile faults (see "Hostile mode" in the module docstring).
+HOSTILE_FAULTS = ("401-echo", "400-markup", "404-model", "invalid-utf8", "nan", "huge", "deep",
+                  "markup", "escapes", "whitespace")
 #: Fault names accepted by :meth:`FakeLLMServer.inject`.
-FAULTS = ("429", "500", "503", "timeout", "garbage", "garbage-content", "empty")
+FAULTS = ("429", "500", "503", "timeout", "garbage", "garbage-content", "empty") + HOSTILE_FAULTS
+#: Default fault set of :meth:`FakeLLMServer.hostile`.
+HOSTILE_SCHEDULE_FAULTS = HOSTILE_FAULTS + ("429", "500")
 
 #: Body sent (HTTP 200, Content-Type: application/json) for the "garbage" fault: not JSON.
 GARBAGE_BODY = b"<html>oops: upstream proxy error</html>"
 #: Assistant content for the "garbage-content" fault: a valid completion whose text is junk.
 GARBAGE_CONTENT = "}{{not json at all]] <<%$#@!>> ```{\"broken\": tru"
+
+#: "401-echo": the error message is this prefix + the request's Authorization header value
+#: (verbatim, e.g. "Bearer sk-...") + AUTH_ECHO_SUFFIX.
+AUTH_ECHO_PREFIX = "Incorrect API key provided: "
+AUTH_ECHO_SUFFIX = ". You can find your API key at https://platform.openai.com/account/api-keys."
+#: "400-markup": the error message (Rich markup in an error a UI may print).
+ERROR_MARKUP_TEXT = ("bad request [link=https://evil.example]click[/link] [reverse]x[/reverse] "
+                     "[bold red]boom[/]")
+#: Rich / Textual markup: "markup" fault content, and injected by hostile_responder.
+#: Holds an unbalanced "[/]" and "[/bold]" (Rich raises MarkupError on them), a link, a
+#: Textual click action and a number inside a link.  No braces, quotes, "<" or backticks,
+#: so it never disturbs JSON extraction or tag parsing.
+MARKUP_TEXT = ("[/] [bold red]x[/] [link=https://evil.example]5[/link] [reverse]x[/reverse] "
+               "[@click=app.quit]quit[/] [/bold]")
+#: Terminal escape sequences: "escapes" fault content, and injected by hostile_responder.
+#: OSC 52 clipboard write, clear screen, OSC 0 window title, OSC 8 hyperlink, 8-bit CSI,
+#: DCS, SGR colour and a lone BEL.
+ESCAPE_TEXT = ("esc: \x1b]52;c;ZXZpbA==\x07 \x1b[2J \x1b]0;pwned\x07 "
+               "\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\ \x9b31mred \x1bPq#0\x1b\\ "
+               "\x1b[31mbell\x07\x1b[0m end")
+#: "invalid-utf8": raw bytes placed inside the JSON content string (not valid UTF-8).
+INVALID_UTF8_BYTES = b"bad bytes \xff\xfe here \xc3\x28 and \xed\xa0\x80 end"
+#: "nan": assistant content (usage holds bare NaN / Infinity).
+NAN_CONTENT = "NaN"
+#: "huge": content size in characters (1 MiB, ASCII, no whitespace).
+HUGE_SIZE = 1024 * 1024
+HUGE_CONTENT = ("abcdefghijklmnop" * (HUGE_SIZE // 16 + 1))[:HUGE_SIZE]
+#: "deep": 100,000 opening brackets.
+DEEP_CONTENT = "[" * 100_000
+#: "whitespace": content made only of whitespace.
+WHITESPACE_CONTENT = "  \n\t "
+
+_UTF8_PLACEHOLDER = "@@fake-llm-invalid-utf8@@"
 
 #: Status recorded for requests whose connection was closed without any HTTP answer
 #: ("timeout" fault, hang ended by stop(), latency sleep cut short by stop()).
@@ -167,6 +261,197 @@ class ScriptedResponder:
         return entry(request, index)
 
 
+# --------------------------------------------------------------------------- hostile answers
+
+#: Keys whose string values (also inside lists under them) hostile_responder leaves alone:
+#: names and identifiers an app matches exactly (compared lower-case, "-"/" " -> "_").
+PROTECTED_KEYS = ("name", "names", "aspect", "aspects", "aspect_name", "selected", "selected_aspects",
+                  "title", "id", "key", "label", "model", "role", "type", "answer", "choice", "option",
+                  "letter")
+
+_SCORE_LIKE_RE = re.compile(
+    r"\s*[\[(*`\"']*\s*(?:(?:score|rating|grade)\s*[:=]?\s*)?[-+]?\d+(?:\.\d+)?"
+    r"(?:\s*(?:/|out\s+of|of)\s*\d+(?:\.\d+)?)?\s*[\])*`\"']*\.?\s*", re.I)
+_TAG_RES = (re.compile(r"(<START>)(.*?)(<END>)", re.S | re.I),
+            re.compile(r"(<INS>)(.*?)(</INS>)", re.S | re.I))
+_JSON_OPEN_RE = re.compile(r"[\[{]")
+_MAX_JSON_STARTS = 64  # raw_decode attempts per answer (keeps bracket-heavy answers cheap)
+
+
+def _norm_key(key: Any) -> str:
+    return re.sub(r"[\s\-]+", "_", str(key).strip().lower())
+
+
+class _HostileResponder:
+    """See :func:`hostile_responder`.  Other attributes (``models``, ``calls``...) are
+    forwarded to the inner responder."""
+
+    def __init__(self, inner: "Responder", seed: int, protect_keys: Sequence[str]) -> None:
+        self.inner = inner
+        self.seed = seed
+        self.protect_keys = frozenset(_norm_key(k) for k in protect_keys)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not yet set (e.g. during unpickling): avoid recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __call__(self, request: Dict[str, Any], index: int) -> str:
+        text = self.inner(request, index)
+        if not isinstance(text, str):
+            return text  # the server reports the responder error
+        return self.transform(text, index)
+
+    # -- the transformation (pure and deterministic: depends on seed, index, text) --
+    def _bits(self, index: int, salt: Any, text: str) -> int:
+        key = f"{self.seed}\x00{index}\x00{salt}\x00{text}".encode("utf-8", "surrogatepass")
+        return zlib.crc32(key)
+
+    def _hostile(self, bits: int) -> str:
+        parts = (MARKUP_TEXT, ESCAPE_TEXT) if bits & 1 else (ESCAPE_TEXT, MARKUP_TEXT)
+        return " ".join(parts)
+
+    def _decorate(self, text: str, index: int, salt: Any) -> str:
+        bits = self._bits(index, salt, text)
+        hostile = self._hostile(bits)
+        return f"{hostile} {text}" if bits & 2 else f"{text} {hostile}"
+
+    def transform(self, text: str, index: int = 0) -> str:
+        # 1. tagged answers: inject inside every <START>...<END> / <INS>...</INS> pair
+        counter = [0]
+
+        def in_tag(m: "re.Match[str]") -> str:
+            counter[0] += 1
+            return m.group(1) + self._decorate(m.group(2), index, f"tag{counter[0]}") + m.group(3)
+
+        tagged = text
+        for tag_re in _TAG_RES:
+            tagged = tag_re.sub(in_tag, tagged)
+        if counter[0]:
+            return tagged
+        # 2. JSON objects (fenced or inside prose): inject into string values
+        result = self._inject_json(text, index)
+        if result is not None:
+            return result
+        # 3. plain text: append
+        return f"{text}\n\n{self._hostile(self._bits(index, 'plain', text))}"
+
+    def _inject_json(self, text: str, index: int) -> Optional[str]:
+        """None if ``text`` holds no JSON container; else the text with every JSON
+        container's injectable strings decorated (hostile text appended after the last
+        container if none had any)."""
+        decoder = json.JSONDecoder()
+        out: List[str] = []
+        pos = 0
+        found = changed = False
+        counter = [0]
+        starts = 0
+        search_from = 0
+        while starts < _MAX_JSON_STARTS:
+            m = _JSON_OPEN_RE.search(text, search_from)
+            if m is None:
+                break
+            start = m.start()
+            starts += 1
+            try:
+                obj, end = decoder.raw_decode(text, start)
+            except (ValueError, RecursionError):
+                search_from = start + 1
+                continue
+            found = True
+            before = counter[0]
+            new_obj = self._walk(obj, None, index, counter)
+            if counter[0] != before:
+                span = text[start:end]
+                out.append(text[pos:start])
+                out.append(json.dumps(new_obj, ensure_ascii=False, indent=2 if "\n" in span else None))
+                pos = end
+                changed = True
+            search_from = end
+        if not found:
+            return None
+        out.append(text[pos:])
+        result = "".join(out)
+        if not changed:  # e.g. {"score": 4}: nothing to carry it inside, so add it after
+            result += "\n\n" + self._hostile(self._bits(index, "json", text))
+        return result
+
+    def _walk(self, node: Any, key: Optional[str], index: int, counter: List[int]) -> Any:
+        if isinstance(node, dict):
+            return {k: self._walk(v, _norm_key(k), index, counter) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._walk(v, key, index, counter) for v in node]
+        if isinstance(node, str):
+            if (not node.strip() or (key is not None and key in self.protect_keys)
+                    or _SCORE_LIKE_RE.fullmatch(node)):
+                return node
+            counter[0] += 1
+            return self._decorate(node, index, counter[0])
+        return node  # numbers, booleans, null
+
+
+def hostile_responder(inner: Optional["Responder"] = None, seed: int = 0, *,
+                      protect_keys: Sequence[str] = PROTECTED_KEYS) -> "_HostileResponder":
+    """Wrap responder ``inner`` (default :func:`ok_responder`) so its answers still do their
+    job but carry :data:`MARKUP_TEXT` and :data:`ESCAPE_TEXT` where they survive parsing:
+
+    * ``<START>...<END>`` / ``<INS>...</INS>`` answers: added inside every tag pair
+      (tags, and text outside them, unchanged);
+    * otherwise, JSON containers (whole answer, in a ```json fence or inside prose, found
+      with ``json.JSONDecoder.raw_decode``): added to every string value; keys, numbers,
+      booleans, null, empty strings, score-like strings ("4", "4/5", "Score: 4") and
+      strings under :data:`PROTECTED_KEYS` (names such as selected aspects) are kept, so
+      the JSON still parses with ``json.loads`` and scores/names stay valid.  A container
+      whose values change is re-serialised (``indent=2`` if it spanned several lines);
+      if no string could carry the text, it is appended after the answer instead;
+    * plain text: appended after a blank line (a bare "B" or "4" answer becomes
+      multi-line: use "Answer: B" style inner answers where that matters).
+
+    Whether the hostile text goes before or after a value, and in which order, is
+    derived from ``seed``, the choice index and the text: deterministic, thread-safe.
+    ``.transform(text, index=0)`` applies the transformation to a string directly.
+    """
+    return _HostileResponder(inner or ok_responder, seed, protect_keys)
+
+
+# --------------------------------------------------------------------------- hostile schedule
+
+class _FaultSchedule:
+    """Deterministic fault draws: draw k depends only on (rate, faults, seed, k)."""
+
+    def __init__(self, rate: float, faults: Sequence[str], seed: int, model: Optional[str] = None) -> None:
+        rate = float(rate)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be within [0, 1], got {rate!r}")
+        faults = tuple(str(f) for f in faults)
+        if not faults:
+            raise ValueError("faults must not be empty")
+        bad = [f for f in faults if f not in FAULTS]
+        if bad:
+            raise ValueError(f"unknown fault(s) {bad}; expected names from {FAULTS}")
+        self.rate = rate
+        self.faults = faults
+        self.seed = seed
+        self.model = model
+        self.draws = 0
+        self._rng = random.Random(f"fake-llm-hostile:{seed}")
+
+    def draw(self) -> Optional[str]:
+        # always two draws per request, so draw k never depends on earlier outcomes
+        u = self._rng.random()
+        j = self._rng.randrange(len(self.faults))
+        self.draws += 1
+        return self.faults[j] if u < self.rate else None
+
+
+def hostile_schedule(n: int, rate: float = 0.3, faults: Sequence[str] = HOSTILE_SCHEDULE_FAULTS,
+                     seed: int = 0) -> List[Optional[str]]:
+    """The first ``n`` draws (fault name or None) that ``srv.hostile(rate, faults, seed)``
+    hands out, in request order."""
+    sched = _FaultSchedule(rate, faults, seed)
+    return [sched.draw() for _ in range(n)]
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -265,6 +550,7 @@ class FakeLLMServer:
         self._thread: Optional[threading.Thread] = None
         self._conns: set = set()
         self._faults: List[List[Any]] = []  # [fault, remaining, model]
+        self._schedule: Optional[_FaultSchedule] = None  # hostile() random faults
         self._hang_remaining: Optional[int] = None
         self._hang_gen = 0
         self._blocked = 0
@@ -349,6 +635,38 @@ class FakeLLMServer:
         with self._lock:
             self._faults.clear()
 
+    def hostile(self, rate: Optional[float] = 0.3, faults: Sequence[str] = HOSTILE_SCHEDULE_FAULTS,
+                seed: int = 0, model: Optional[str] = None) -> None:
+        """Random-fault schedule: every later chat request (matching ``model``; None = any)
+        gets a fault drawn from ``faults`` with probability ``rate``, deterministically from
+        ``seed`` and the request order (see :func:`hostile_schedule`).  Each call restarts
+        the sequence.  Faults queued with :meth:`inject` take precedence (the request still
+        consumes its draw).  ``hostile(None)`` or ``rate=0`` turns the schedule off."""
+        if rate is None or float(rate) == 0.0:
+            with self._lock:
+                self._schedule = None
+            return
+        sched = _FaultSchedule(rate, faults, seed, model)
+        with self._lock:
+            self._schedule = sched
+
+    @property
+    def hostile_settings(self) -> Optional[Dict[str, Any]]:
+        """{rate, faults, seed, model, draws} of the active hostile schedule, or None."""
+        with self._lock:
+            sc = self._schedule
+            if sc is None:
+                return None
+            return {"rate": sc.rate, "faults": sc.faults, "seed": sc.seed, "model": sc.model,
+                    "draws": sc.draws}
+
+    def _draw_fault(self, model: Any) -> Optional[str]:
+        with self._lock:
+            sc = self._schedule
+            if sc is None or (sc.model is not None and sc.model != model):
+                return None
+            return sc.draw()
+
     def _pop_fault(self, model: Any) -> Optional[str]:
         with self._lock:
             for i, entry in enumerate(self._faults):
@@ -409,7 +727,8 @@ class FakeLLMServer:
 
     @property
     def answered(self) -> int:
-        """Requests that got an HTTP 200 valid chat.completion (incl. empty/garbage-content)."""
+        """Requests that got an HTTP 200 valid chat.completion (incl. empty/garbage-content and
+        the huge/deep/markup/escapes/whitespace faults; not invalid-utf8 or nan)."""
         with self._lock:
             return self._answered
 
@@ -495,7 +814,7 @@ class FakeLLMServer:
             self._max_concurrency = max(self._max_concurrency, self._in_flight)
         resp: Optional[_Response] = None
         try:
-            resp = self._respond(body, parsed_ok, rec)
+            resp = self._respond(body, parsed_ok, rec, _auth_header(h.headers))
         finally:
             # Accounting is committed *before* the bytes go out, so a client that has
             # just received its answer always sees up-to-date stats; rolled back below
@@ -517,7 +836,8 @@ class FakeLLMServer:
                 if resp.valid:
                     self._answered -= 1
 
-    def _respond(self, body: Dict[str, Any], parsed_ok: bool, rec: Dict[str, Any]) -> Optional["_Response"]:
+    def _respond(self, body: Dict[str, Any], parsed_ok: bool, rec: Dict[str, Any],
+                 auth: str = "") -> Optional["_Response"]:
         """Decide the answer; None means: drop the connection without answering."""
         def err(status: int, message: str, type_: str, code: Optional[str], param: Optional[str] = None,
                 headers: Optional[Mapping[str, str]] = None) -> _Response:
@@ -552,6 +872,9 @@ class FakeLLMServer:
             return None
 
         fault = self._pop_fault(body.get("model"))
+        drawn = self._draw_fault(body.get("model"))
+        if fault is None:
+            fault = drawn
         rec["fault"] = fault
         if fault == "429":
             return err(429, "Rate limit reached for requests (injected fault).", "rate_limit_error",
@@ -567,11 +890,29 @@ class FakeLLMServer:
             return None
         if fault == "garbage":
             return _Response(200, GARBAGE_BODY)  # claims JSON, is not
+        if fault == "401-echo":
+            return err(401, AUTH_ECHO_PREFIX + auth + AUTH_ECHO_SUFFIX, "invalid_request_error",
+                       "invalid_api_key")
+        if fault == "400-markup":
+            return err(400, ERROR_MARKUP_TEXT, "invalid_request_error", "invalid_request")
+        if fault == "404-model":
+            return err(404, f"The model `{body.get('model')}` does not exist or you do not have access to it.",
+                       "invalid_request_error", "model_not_found")
+        if fault == "invalid-utf8":
+            data = json.dumps(self._completion(body, [_UTF8_PLACEHOLDER] * n)).encode("utf-8")
+            return _Response(200, data.replace(_UTF8_PLACEHOLDER.encode("ascii"), INVALID_UTF8_BYTES))
+        if fault == "nan":
+            completion = self._completion(body, [NAN_CONTENT] * n)
+            completion["usage"] = {"prompt_tokens": float("nan"), "completion_tokens": float("inf"),
+                                   "total_tokens": float("nan")}
+            return _Response(200, json.dumps(completion).encode("utf-8"))  # allow_nan: bare NaN
 
         if fault == "garbage-content":
             texts = [GARBAGE_CONTENT] * n
         elif fault == "empty":
             texts = [""] * n
+        elif fault in _CONTENT_FAULTS:
+            texts = [_CONTENT_FAULTS[fault]] * n
         else:
             try:
                 texts = []
@@ -586,6 +927,26 @@ class FakeLLMServer:
         if self._stopping.is_set():
             return None
         return _Response(200, json.dumps(self._completion(body, texts)).encode("utf-8"), valid=True)
+
+
+_CONTENT_FAULTS = {"huge": HUGE_CONTENT, "deep": DEEP_CONTENT, "markup": MARKUP_TEXT,
+                   "escapes": ESCAPE_TEXT, "whitespace": WHITESPACE_CONTENT}
+
+
+def _auth_header(headers: Any) -> str:
+    """The request's Authorization header value (else api-key / x-api-key), verbatim.
+
+    http.server decodes header bytes as latin-1; re-decode them as UTF-8 when they are."""
+    value = ""
+    for name in ("Authorization", "api-key", "x-api-key"):
+        got = headers.get(name) if headers is not None else None
+        if got is not None:
+            value = got
+            break
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
 
 
 class _Response:
@@ -604,6 +965,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description="Fake OpenAI-compatible chat-completions server (127.0.0.1 only).")
     ap.add_argument("--port", type=int, default=8911, help="port to bind (0 = OS-chosen); default 8911")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds to sleep before each answer")
+    ap.add_argument("--hostile", type=float, default=0.0, metavar="RATE",
+                    help="random hostile-fault rate in [0, 1] (default 0 = off)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the hostile-fault schedule")
+    ap.add_argument("--hostile-answers", action="store_true",
+                    help="wrap answers with hostile_responder (markup and escape sequences)")
     args = ap.parse_args(argv)
 
     def _interrupt(*_: Any) -> None:
@@ -611,7 +977,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, _interrupt)
-    with FakeLLMServer(latency=args.latency, port=args.port) as srv:
+    responder = hostile_responder(ok_responder, seed=args.seed) if args.hostile_answers else None
+    with FakeLLMServer(responder=responder, latency=args.latency, port=args.port) as srv:
+        if args.hostile:
+            srv.hostile(args.hostile, seed=args.seed)
         print(f"Fake LLM serving at {srv.base_url}  (Ctrl-C to stop)", flush=True)
         try:
             while True:

@@ -5,6 +5,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import http.client  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.error  # noqa: E402
@@ -13,18 +14,34 @@ import urllib.request  # noqa: E402
 import pytest  # noqa: E402
 
 from fake_llm import (  # noqa: E402
+    AUTH_ECHO_PREFIX,
+    DEEP_CONTENT,
+    ERROR_MARKUP_TEXT,
+    ESCAPE_TEXT,
+    FAULTS,
     GARBAGE_CONTENT,
+    HOSTILE_FAULTS,
+    HOSTILE_SCHEDULE_FAULTS,
+    HUGE_CONTENT,
+    HUGE_SIZE,
+    INVALID_UTF8_BYTES,
+    MARKUP_TEXT,
+    NAN_CONTENT,
+    WHITESPACE_CONTENT,
     FakeLLMServer,
     ScriptedResponder,
+    hostile_responder,
+    hostile_schedule,
 )
 
 MSGS = [{"role": "user", "content": "say hello to the world"}]
 
 
-def post(base_url, body, path="/chat/completions", timeout=10):
+def post(base_url, body, path="/chat/completions", timeout=10, headers=None):
     """POST JSON; returns (status, headers, raw_body_bytes)."""
     req = urllib.request.Request(
-        base_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        base_url + path, data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})}, method="POST"
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -274,3 +291,292 @@ def test_stop_is_quick_with_hung_request_and_keepalive():
     assert not t.is_alive()
     assert srv.answered == 1
     conn.close()
+
+
+# ----------------------------------------------------------------------------- hostile mode
+
+def error_of(raw):
+    data = json.loads(raw)
+    assert set(data) == {"error"}
+    err = data["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    return err
+
+
+def content_of(raw):
+    return [c["message"]["content"] for c in json.loads(raw)["choices"]]
+
+
+def test_hostile_fault_names():
+    assert HOSTILE_FAULTS == ("401-echo", "400-markup", "404-model", "invalid-utf8", "nan", "huge",
+                              "deep", "markup", "escapes", "whitespace")
+    assert set(HOSTILE_FAULTS) <= set(FAULTS)
+    assert {"429", "500", "503", "timeout", "garbage", "garbage-content", "empty"} <= set(FAULTS)
+    assert set(HOSTILE_SCHEDULE_FAULTS) == set(HOSTILE_FAULTS) | {"429", "500"}
+    with FakeLLMServer() as srv:
+        for f in HOSTILE_FAULTS:
+            srv.inject(f)
+        assert [f for f, _, _ in srv.pending_faults()] == list(HOSTILE_FAULTS)
+
+
+def test_401_echo_repeats_authorization_header(srv):
+    secret = "Bearer sk-test-SECRET-0123456789abcdef"
+    srv.inject("401-echo", count=2)
+    status, _, raw = post(srv.base_url, {"model": "m1", "messages": MSGS}, headers={"Authorization": secret})
+    assert status == 401
+    err = error_of(raw)
+    assert err["message"].startswith(AUTH_ECHO_PREFIX + secret)
+    assert secret in err["message"]
+    assert err["type"] == "invalid_request_error" and err["code"] == "invalid_api_key"
+
+    # raw http.client, no Authorization header: still a 401 with the same shape
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    try:
+        conn.request("POST", "/v1/chat/completions", body=json.dumps({"model": "m1", "messages": MSGS}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 401
+        assert error_of(resp.read())["message"].startswith(AUTH_ECHO_PREFIX)
+    finally:
+        conn.close()
+    assert [r["fault"] for r in srv.requests] == ["401-echo", "401-echo"]
+    assert srv.answered == 0
+    assert chat(srv.base_url)[0] == 200
+
+
+def test_400_markup_and_404_model(srv):
+    srv.inject("400-markup")
+    srv.inject("404-model")
+    status, _, raw = chat(srv.base_url)
+    assert status == 400
+    err = error_of(raw)
+    assert err["message"] == ERROR_MARKUP_TEXT
+    assert "[link=https://evil.example]" in err["message"] and "[bold red]" in err["message"]
+    assert err["type"] == "invalid_request_error"
+
+    status, _, raw = chat(srv.base_url, model="gpt-nonexistent")
+    assert status == 404
+    err = error_of(raw)
+    assert err["code"] == "model_not_found" and err["type"] == "invalid_request_error"
+    assert "gpt-nonexistent" in err["message"]
+    assert [r["status"] for r in srv.requests] == [400, 404] and srv.answered == 0
+
+
+def test_invalid_utf8(srv):
+    srv.inject("invalid-utf8")
+    status, headers, raw = chat(srv.base_url, n=2)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert b"\xff\xfe" in raw and raw.count(INVALID_UTF8_BYTES) == 2
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    with pytest.raises(ValueError):  # UnicodeDecodeError is a ValueError
+        json.loads(raw)
+    data = json.loads(raw.decode("utf-8", errors="replace"))  # otherwise a normal completion
+    assert data["object"] == "chat.completion" and len(data["choices"]) == 2
+    assert "\ufffd" in data["choices"][0]["message"]["content"]
+    assert srv.answered == 0 and srv.requests[0]["fault"] == "invalid-utf8"
+
+
+def test_nan(srv):
+    srv.inject("nan")
+    status, _, raw = chat(srv.base_url)
+    assert status == 200
+    assert b"NaN" in raw and b"Infinity" in raw
+    data = json.loads(raw)  # default settings accept bare NaN / Infinity
+    assert math.isnan(data["usage"]["prompt_tokens"])
+    assert data["usage"]["completion_tokens"] == float("inf")
+    assert content_of(raw) == [NAN_CONTENT] == ["NaN"]
+
+    def reject(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    with pytest.raises(ValueError):
+        json.loads(raw, parse_constant=reject)  # strict JSON refuses it
+    assert srv.answered == 0
+
+
+def test_content_faults(srv):
+    for f in ("huge", "deep", "markup", "escapes", "whitespace"):
+        srv.inject(f)
+
+    status, _, raw = chat(srv.base_url)
+    assert status == 200
+    [huge] = content_of(raw)
+    assert huge == HUGE_CONTENT and len(huge) == HUGE_SIZE >= 1_000_000
+
+    status, _, raw = chat(srv.base_url, n=2)
+    assert status == 200 and content_of(raw) == [DEEP_CONTENT] * 2
+    assert DEEP_CONTENT == "[" * 100_000
+
+    status, _, raw = chat(srv.base_url)
+    [markup] = content_of(raw)
+    assert status == 200 and markup == MARKUP_TEXT
+    for piece in ("[link=https://evil.example]5[/link]", "[reverse]x[/reverse]", "[/]", "[bold red]x[/]"):
+        assert piece in markup
+
+    status, _, raw = chat(srv.base_url)
+    [esc] = content_of(raw)
+    assert status == 200 and esc == ESCAPE_TEXT
+    for piece in ("\x1b]52;c;ZXZpbA==\x07", "\x1b[2J", "\x1b]0;pwned\x07",
+                  "\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\", "\x9b31m", "\x1bPq#0\x1b\\"):
+        assert piece in esc
+    assert esc.replace("\x1b]52;c;ZXZpbA==\x07", "").replace("\x1b]0;pwned\x07", "").count("\x07") >= 1
+
+    status, _, raw = chat(srv.base_url)
+    [ws] = content_of(raw)
+    assert status == 200 and ws == WHITESPACE_CONTENT == "  \n\t " and ws.strip() == ""
+
+    assert [r["fault"] for r in srv.requests] == ["huge", "deep", "markup", "escapes", "whitespace"]
+    assert srv.answered == 5
+    assert content_of(chat(srv.base_url)[2]) == ["ok"]
+
+
+# -- hostile_responder
+
+SCORES = '{"Clarity": {"rationale": "clear enough", "score": 4}, "Safety": {"rationale": "fine", "score": "4/5"}}'
+SELECTION = ('Here you go:\n```json\n{\n  "query_analysis": {"intent": "help"},\n  "aspects_selection": '
+             '{"reasoning": "because", "selected_aspects": ["Clarity", "Safety"]},\n'
+             '  "new_aspects": {"Empathy": "caring about people"},\n  "weight": 0.5, "ok": true\n}\n```\nDone.')
+
+
+def embedded_json(text):
+    """The JSON object inside a hostile answer, parsed with plain json.loads."""
+    start, end = text.index("{"), text.rindex("}") + 1
+    return json.loads(text[start:end])
+
+
+def test_hostile_responder_json_still_parses():
+    for seed in range(4):
+        h = hostile_responder(lambda req, i: SCORES, seed=seed)
+        out = h({"model": "m"}, 0)
+        data = json.loads(out)  # whole answer is still plain JSON
+        assert list(data) == ["Clarity", "Safety"]
+        assert data["Clarity"]["score"] == 4 and data["Safety"]["score"] == "4/5"  # scores kept
+        for aspect in data.values():
+            r = aspect["rationale"]
+            assert MARKUP_TEXT in r and ESCAPE_TEXT in r
+        assert "clear enough" in data["Clarity"]["rationale"]
+
+        out = hostile_responder(lambda req, i: SELECTION, seed=seed)({"model": "m"}, 0)
+        assert out.startswith("Here you go:\n```json\n") and out.endswith("\n```\nDone.")
+        data = embedded_json(out)
+        assert data["aspects_selection"]["selected_aspects"] == ["Clarity", "Safety"]  # names kept
+        assert data["weight"] == 0.5 and data["ok"] is True
+        assert ESCAPE_TEXT in data["aspects_selection"]["reasoning"]
+        assert MARKUP_TEXT in data["query_analysis"]["intent"]
+        assert list(data["new_aspects"]) == ["Empathy"] and MARKUP_TEXT in data["new_aspects"]["Empathy"]
+
+    # JSON in prose, and a list of entries with protected "aspect" names
+    out = hostile_responder(seed=0).transform('I think {"new_prompt": "Be brief."} is best')
+    assert out.startswith("I think {") and out.endswith("} is best")
+    assert MARKUP_TEXT in embedded_json(out)["new_prompt"] and "Be brief." in embedded_json(out)["new_prompt"]
+    entries = '[{"aspect": "Clarity", "score": 3, "reason": "meh"}, {"aspect": "Safety", "score": 5, "reason": ""}]'
+    data = json.loads(hostile_responder(seed=3).transform(entries))
+    assert [(e["aspect"], e["score"]) for e in data] == [("Clarity", 3), ("Safety", 5)]
+    assert ESCAPE_TEXT in data[0]["reason"] and data[1]["reason"] == ""  # empty strings kept
+
+    # JSON without any string to carry it: unchanged, hostile text after it
+    out = hostile_responder(seed=0).transform('{"score": 4}')
+    assert out.startswith('{"score": 4}\n\n') and MARKUP_TEXT in out and ESCAPE_TEXT in out
+    assert json.JSONDecoder().raw_decode(out)[0] == {"score": 4}
+
+
+def test_hostile_responder_tags_and_plain_text():
+    h = hostile_responder(seed=0)
+    out = h.transform("Sure. <START>You are a careful assistant.<END> Thanks.")
+    assert out.startswith("Sure. <START>") and out.endswith("<END> Thanks.")
+    inner = out[len("Sure. <START>"):-len("<END> Thanks.")]
+    assert "You are a careful assistant." in inner and MARKUP_TEXT in inner and ESCAPE_TEXT in inner
+
+    out = h.transform('<INS>Be kind.</INS> and {"instruction": "x"}')
+    assert out.count("<INS>") == 1 and out.count("</INS>") == 1
+    inner = out[out.index("<INS>") + 5:out.index("</INS>")]
+    assert "Be kind." in inner and MARKUP_TEXT in inner and ESCAPE_TEXT in inner
+    assert out.endswith('</INS> and {"instruction": "x"}')  # tags win: rest untouched
+
+    out = h.transform("Answer: B")
+    assert out.startswith("Answer: B\n\n") and MARKUP_TEXT in out and ESCAPE_TEXT in out
+
+    # deterministic; the seed changes the arrangement of some answers
+    samples = [SCORES, SELECTION, "<START>p<END>", "plain text", '{"a": "b", "c": "d"}']
+    for seed in range(3):
+        a = [hostile_responder(seed=seed).transform(t) for t in samples]
+        b = [hostile_responder(seed=seed).transform(t) for t in samples]
+        assert a == b
+    assert len({tuple(hostile_responder(seed=s).transform(t) for t in samples) for s in range(8)}) > 1
+
+    # a pathological inner answer is handled quickly and left as text
+    t0 = time.monotonic()
+    out = h.transform(DEEP_CONTENT)
+    assert out.startswith(DEEP_CONTENT) and time.monotonic() - t0 < 2.0
+
+
+def test_hostile_responder_through_server():
+    inner = ScriptedResponder({"judge": [SCORES], "opt": ["<START>new prompt<END>"]}, default="hello")
+    with FakeLLMServer(responder=hostile_responder(inner, seed=1)) as srv:
+        with urllib.request.urlopen(srv.base_url + "/models", timeout=5) as resp:  # models forwarded
+            assert {m["id"] for m in json.loads(resp.read())["data"]} == {"judge", "opt"}
+        status, _, raw = chat(srv.base_url, model="judge", n=2)
+        assert status == 200
+        for text in content_of(raw):
+            data = json.loads(text)
+            assert data["Clarity"]["score"] == 4 and MARKUP_TEXT in data["Clarity"]["rationale"]
+        status, _, raw = chat(srv.base_url, model="opt")
+        [text] = content_of(raw)
+        assert text.startswith("<START>") and text.endswith("<END>") and ESCAPE_TEXT in text
+        status, _, raw = chat(srv.base_url, model="other")
+        [text] = content_of(raw)
+        assert text.startswith("hello\n\n") and MARKUP_TEXT in text
+        assert inner.calls == {"judge": 2, "opt": 1, "other": 1}
+        assert srv.answered == 3
+
+
+# -- random-fault schedule
+
+def run_schedule(n, **kw):
+    with FakeLLMServer() as srv:
+        srv.hostile(**kw)
+        statuses = [chat(srv.base_url)[0] for _ in range(n)]
+        return [r["fault"] for r in srv.requests], statuses, srv.answered
+
+
+def test_hostile_schedule_deterministic():
+    faults, statuses, answered = run_schedule(30, rate=0.5, seed=7)
+    again, statuses2, _ = run_schedule(30, rate=0.5, seed=7)
+    assert faults == again == hostile_schedule(30, rate=0.5, seed=7)
+    assert statuses == statuses2
+    assert 3 <= sum(f is not None for f in faults) <= 27
+    assert all(f is None or f in HOSTILE_SCHEDULE_FAULTS for f in faults)
+    expected_status = {None: 200, "401-echo": 401, "400-markup": 400, "404-model": 404, "429": 429, "500": 500}
+    assert statuses == [expected_status.get(f, 200) for f in faults]
+    assert answered == sum(f in (None, "huge", "deep", "markup", "escapes", "whitespace") for f in faults)
+
+    assert hostile_schedule(50, rate=0.5, seed=8) != hostile_schedule(50, rate=0.5, seed=7)
+    assert hostile_schedule(20, rate=1.0, faults=("429",), seed=3) == ["429"] * 20
+    only_500, statuses, _ = run_schedule(10, rate=1.0, faults=("500",), seed=0)
+    assert only_500 == ["500"] * 10 and statuses == [500] * 10
+
+
+def test_hostile_schedule_off_and_precedence(srv):
+    assert run_schedule(15, rate=0)[0] == [None] * 15
+    assert hostile_schedule(15, rate=0.0) == [None] * 15
+
+    srv.hostile(rate=1.0, faults=("429",), seed=0)
+    assert srv.hostile_settings["rate"] == 1.0
+    srv.inject("404-model")  # explicit fault wins over the draw
+    assert chat(srv.base_url)[0] == 404
+    assert chat(srv.base_url)[0] == 429
+    assert srv.hostile_settings["draws"] == 2
+    srv.hostile(None)
+    assert srv.hostile_settings is None
+    assert chat(srv.base_url)[0] == 200
+    srv.hostile(rate=1.0, faults=("500",), model="m2")  # model filter
+    assert chat(srv.base_url, model="m1")[0] == 200
+    assert chat(srv.base_url, model="m2")[0] == 500
+    srv.hostile(rate=0)
+    assert chat(srv.base_url, model="m2")[0] == 200
+    assert [r["fault"] for r in srv.requests] == ["404-model", "429", None, None, "500", None]
+
+    for bad in ({"rate": 1.5}, {"rate": -0.1}, {"faults": ()}, {"faults": ("bogus",)}):
+        with pytest.raises(ValueError):
+            srv.hostile(**{"rate": 0.3, **bad})

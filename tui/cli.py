@@ -1,35 +1,66 @@
 """The `promptarbor` command line (DESIGN §8).
 
     promptarbor run [CONFIG.toml] [--store DIR] [--session ID] [--steps N] [--json]
+                    [--retry-failed] [--allow-large]
     promptarbor sessions list [--store DIR] [--json]
     promptarbor sessions show ID [--store DIR] [--json]
     promptarbor export ID [--node NODE] [--format txt|md|json] [-o FILE] [--store DIR]
     promptarbor tui [SESSION] [--store DIR]     (no command: the session browser)
+    --verbose (before the command): dependencies' progress bars and logs on stderr
 
 Exit status: 0 done or paused, 1 the run failed, 2 a configuration or usage error,
-3 a store problem (session locked, missing or corrupt).
+3 a store problem (session locked, missing, corrupt, unwritable), 4 done with failed nodes.
+
+Model and provider text written to the terminal or to a text export has its terminal
+control sequences removed (newlines and tabs kept); JSON output escapes them instead.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
+import re
 import signal
 import sys
 import time
 from pathlib import Path
 
-EXIT_FAILED, EXIT_CONFIG, EXIT_STORE = 1, 2, 3
+from tui.text import strip_escapes
+
+EXIT_FAILED, EXIT_CONFIG, EXIT_STORE, EXIT_PARTIAL = 1, 2, 3, 4
+_C1 = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def clean(value: object) -> str:
+    """Text for a terminal or a text file: control sequences removed, newlines kept."""
+    return strip_escapes("" if value is None else str(value))
+
+
+def _line(value: object) -> str:
+    """One line of text for an error or a warning."""
+    return " ".join(clean(value).split())
+
+
+def to_json(obj) -> str:
+    """JSON for stdout: exact (every string as stored), with no raw control character.
+
+    json.dumps escapes C0 controls itself; C1 controls (8-bit CSI \x9b and friends) and the
+    Unicode line separators are escaped here, which keeps the value exact."""
+    text = json.dumps(obj, ensure_ascii=False)
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _err(message: str) -> None:
-    print(f"promptarbor: {message}", file=sys.stderr)
+    print(f"promptarbor: {_line(message)}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promptarbor",
         description="Search-based prompt optimization for LLM alignment, step by step.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show dependencies' progress bars and logs on stderr")
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="create a session from CONFIG and run it, or resume one")
@@ -38,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--session", help="session id: resume it (or the id for a new session)")
     run.add_argument("--steps", type=int, help="run this many steps, then pause (default: to the end)")
     run.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="with --session: re-send the failed nodes' calls, then continue")
+    run.add_argument("--allow-large", action="store_true",
+                     help="accept a plan of more than 100,000 calls")
 
     sessions = sub.add_parser("sessions", help="list or show stored sessions")
     ssub = sessions.add_subparsers(dest="action", required=True)
@@ -67,9 +102,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_dependencies() -> None:
+    """Progress bars and chatter of the model libraries stay off stderr."""
+    for name, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                        ("TRANSFORMERS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+                        ("TOKENIZERS_PARALLELISM", "false"), ("LITELLM_LOG", "CRITICAL")):
+        os.environ.setdefault(name, value)
+    import logging
+    import warnings
+
+    for name in ("LiteLLM", "litellm", "LiteLLM Router", "LiteLLM Proxy", "httpx",
+                 "sentence_transformers", "transformers", "huggingface_hub", "filelock"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a closed pipe (`… | head`) ends it quietly."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # stdout went away: point it at /dev/null so the interpreter's last flush is quiet too
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:
+        _quiet_dependencies()
     if args.command == "run":
         return cmd_run(args)
     if args.command == "sessions":
@@ -102,6 +172,15 @@ def cmd_serve(host: str, port: int, store: str | None) -> int:
 
 
 def cmd_tui(store: str | None, session: str | None) -> int:
+    from sessions.store import SessionStore, StoreError
+
+    try:  # a bad id or a store that is a file: one line, before any screen or file
+        checked = SessionStore(store)
+        if session is not None:
+            checked.path(session)
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_STORE
     from tui.app import PromptArborApp
 
     PromptArborApp(store, session).run()
@@ -121,12 +200,14 @@ def _progress(event: dict) -> None:
     elif kind in ("warning", "node_failed"):
         text = p.get("message") or p.get("error")
         where = f" [{event['node']}]" if event.get("node") else ""
-        print(f"  warning{where}: {text}", file=sys.stderr, flush=True)
+        label = "failed" if kind == "node_failed" else "warning"
+        print(f"  {label}{where}: {_line(text)[:400]}", file=sys.stderr, flush=True)
 
 
 def cmd_run(args) -> int:
     from engine.config import ConfigError, load_config
     from engine.datasets import load_inputs
+    from engine.gateway import CacheUnavailable
     from engine.runner import NoModelError, Runner
     from sessions.store import SessionStore, StoreError
 
@@ -136,7 +217,16 @@ def cmd_run(args) -> int:
     if not args.config and not args.session:
         _err("give a CONFIG.toml to start a session, or --session ID to resume one")
         return EXIT_CONFIG
-    store = SessionStore(args.store)
+    if args.retry_failed and (args.config or not args.session):
+        _err("--retry-failed resumes a session: give --session ID and no CONFIG")
+        return EXIT_CONFIG
+    try:
+        store = SessionStore(args.store)
+        if args.session:
+            store.path(args.session)  # validates the id before any file is touched
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_STORE
     try:
         if args.config:
             cfg = load_config(args.config)
@@ -144,19 +234,20 @@ def cmd_run(args) -> int:
                 raise ConfigError(f"session {args.session} already exists; run with "
                                   f"--session {args.session} and no CONFIG to resume it")
             inputs = load_inputs(cfg)
-            if args.session:
-                store.path(args.session)  # validates the id
             runner = Runner.create(cfg, inputs, store=store, cache_dir=store.cache_dir,
-                                   session_id=args.session, on_event=_progress)
+                                   session_id=args.session, on_event=_progress,
+                                   allow_large=args.allow_large)
         else:
             store.lock(args.session)
             session = store.load(args.session)
             runner = Runner(session, store=store, cache_dir=store.cache_dir, on_event=_progress)
     except ConfigError as exc:
         _err(str(exc))
+        store.close()
         return EXIT_CONFIG
-    except StoreError as exc:
+    except (StoreError, CacheUnavailable) as exc:
         _err(str(exc))
+        store.close()
         return EXIT_STORE
 
     from engine.config import local_default_note
@@ -169,25 +260,36 @@ def cmd_run(args) -> int:
         print(f"session {runner.session['id']} ({runner.session['method']}): planned calls "
               f"base {plan.get('base', 0)}, optimizer {plan.get('optimizer', 0)}, "
               f"evaluator {plan.get('evaluator', 0)}", file=sys.stderr)
+    code = 0
     try:
-        code = asyncio.run(_run(runner, args.steps))
+        code = asyncio.run(_run(runner, args.steps, args.retry_failed))
     except NoModelError as exc:
         _err(str(exc))
         code = EXIT_CONFIG
+    except (StoreError, CacheUnavailable) as exc:
+        _err(f"{exc} (the last saved step is intact)")
+        code = EXIT_STORE
     finally:
         runner.gateway.close()
         store.close()
     summary = runner.summary()
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False))
+        print(to_json(summary))
     else:
         _print_summary(summary)
     if code:
         return code
-    return EXIT_FAILED if summary["status"] == "failed" else 0
+    if summary["status"] == "failed":
+        if runner.blocked and not args.json:
+            _err(f"the root {runner.blocked} could not be judged; fix the endpoint, then run "
+                 f"promptarbor run --session {runner.session['id']} --retry-failed")
+        return EXIT_FAILED
+    if summary["status"] == "done" and summary["failed_nodes"]:
+        return EXIT_PARTIAL
+    return 0
 
 
-async def _run(runner, steps: int | None) -> int:
+async def _run(runner, steps: int | None, retry_failed: bool = False) -> int:
     """Run; the first Ctrl-C pauses after the step in flight, a second one stops at once."""
     loop = asyncio.get_running_loop()
     interrupted = {"n": 0}
@@ -206,6 +308,17 @@ async def _run(runner, steps: int | None) -> int:
     except (NotImplementedError, RuntimeError):
         pass
     try:
+        if retry_failed:
+            failed = runner.failed_nodes()
+            if failed:
+                print(f"retrying {len(failed)} failed node(s): {', '.join(failed[:20])}"
+                      f"{' …' if len(failed) > 20 else ''}", file=sys.stderr)
+                await runner.retry_failed()
+                left = runner.failed_nodes()
+                print(f"retry: {len(failed) - len([i for i in left if i in failed])} of "
+                      f"{len(failed)} recovered", file=sys.stderr)
+            else:
+                print("no failed node to retry", file=sys.stderr)
         await runner.run(steps=steps)
     except asyncio.CancelledError:
         print("stopped; the last finished step is saved", file=sys.stderr)
@@ -221,11 +334,17 @@ def _print_summary(summary: dict) -> None:
           + f"  cost ${summary['cost']:.4f}")
     if summary.get("parsed_first_time") is not None:
         print(f"structured answers parsed first time: {summary['parsed_first_time']:.0%}")
+    if summary.get("failed_nodes"):
+        print(f"failed nodes: {summary['failed_nodes']} (retry with: promptarbor run --session "
+              f"{summary['session']} --retry-failed)")
+        for reason, nodes in summary.get("failures", {}).items():
+            shown = ", ".join(nodes[:8]) + (" …" if len(nodes) > 8 else "")
+            print(f"  {len(nodes)} × {_line(reason)}  [{shown}]")
     if summary["best"]:
         print(f"best: {summary['best']['node']} reward {summary['best']['reward']:.2f}")
     if summary["final"]:
         print(f"final: {summary['final']['node']}")
-        print(summary["final"]["text"])
+        print(clean(summary["final"]["text"]))
 
 
 # --------------------------------------------------------------------------- sessions
@@ -233,43 +352,49 @@ def _print_summary(summary: dict) -> None:
 def cmd_sessions(args) -> int:
     from sessions.store import SessionStore, StoreError, summarize
 
-    store = SessionStore(args.store)
+    try:
+        store = SessionStore(args.store)
+        rows = store.list() if args.action == "list" else None
+    except StoreError as exc:
+        _err(str(exc))
+        return EXIT_STORE
     if args.action == "list":
-        rows = store.list()
         if args.json:
-            print(json.dumps(rows, ensure_ascii=False))
+            print(to_json(rows))
             return 0
         if not rows:
-            print(f"no sessions in {store.root}")
+            print(f"no sessions in {clean(store.root)}")
             return 0
         print(f"{'id':10} {'method':14} {'status':8} {'steps':>5} {'nodes':>5} {'best':>5} "
               f"{'cost':>8}  updated")
         for r in rows:
             if r["status"] == "corrupt":
-                print(f"{r['id']:10} {'?':14} corrupt   {r['error']}")
+                print(f"{clean(r['id']):10} {'?':14} corrupt   {_line(r.get('error'))}")
                 continue
             best = "—" if r["best_reward"] is None else f"{r['best_reward']:.2f}"
             updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"]))
-            print(f"{r['id']:10} {r['method']:14} {r['status']:8} {r['steps']:5} {r['nodes']:5} "
-                  f"{best:>5} {r['cost']:8.4f}  {updated}")
+            print(f"{clean(r['id']):10} {clean(r['method']):14} {clean(r['status']):8} "
+                  f"{r['steps']:5} {r['nodes']:5} {best:>5} {r['cost']:8.4f}  {updated}")
         return 0
     try:
-        session = store.load(args.id)
+        session = store.load(args.id, move_aside=False)  # a read-only command moves nothing
+        info = summarize(session)
     except StoreError as exc:
         _err(str(exc))
         return EXIT_STORE
-    info = summarize(session)
     state = session.get("method_state", {})
     info["final"] = state.get("final")
+    info["failed_nodes"] = sum(1 for n in session["tree"]["nodes"].values()
+                               if n.get("status") == "failed")
     info["config"] = {"method": session["config"]["method"],
                       "models": {r: m["model"] for r, m in session["config"]["models"].items()},
                       "search": session["config"]["search"]}
     if args.json:
-        print(json.dumps(info, ensure_ascii=False))
+        print(to_json(info))
         return 0
-    for key in ("id", "name", "method", "status", "steps", "nodes", "accepted", "final",
-                "best_reward", "cost"):
-        print(f"{key:12} {info[key]}")
+    for key in ("id", "name", "method", "status", "steps", "nodes", "failed_nodes", "accepted",
+                "final", "best_reward", "cost"):
+        print(f"{key:12} {_line(info[key])}")
     print(f"{'calls':12} " + ", ".join(f"{r} {n}/{info['planned_calls'].get(r, 0)}"
                                       for r, n in info["calls"].items()))
     return 0
@@ -277,23 +402,49 @@ def cmd_sessions(args) -> int:
 
 # --------------------------------------------------------------------------- export
 
+def _export_target(output: str, store) -> Path:
+    """The file `export -o` may write, or ValueError with one line."""
+    target = Path(output).expanduser()
+    if target.is_dir():
+        raise ValueError(f"{output} is a directory; give a file name")
+    parent = target.resolve().parent
+    if not parent.is_dir():
+        raise ValueError(f"{output}: the folder {parent} does not exist")
+    resolved = target.resolve()
+    for own in (store.sessions_dir, store.cache_dir):
+        own = own.resolve()
+        if resolved == own or own in resolved.parents:
+            raise ValueError(f"{output} is inside the session store; write the export elsewhere")
+    return target
+
+
 def cmd_export(args) -> int:
     from sessions.export import export
     from sessions.store import SessionStore, StoreError
 
-    store = SessionStore(args.store)
     try:
-        session = store.load(args.id)
+        store = SessionStore(args.store)
+        target = _export_target(args.output, store) if args.output else None
+        session = store.load(args.id, move_aside=False)  # export reads; it moves nothing
         text = export(session, args.node, args.format)
+    except ValueError as exc:  # a bad output path
+        _err(str(exc.args[0]))
+        return EXIT_CONFIG
     except StoreError as exc:
         _err(str(exc))
         return EXIT_STORE
     except KeyError as exc:
         _err(str(exc.args[0]))
         return EXIT_CONFIG
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
+    # text formats are for people: no terminal control sequences; JSON escapes them itself
+    text = _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if args.format == "json" else clean(text)
+    if target is not None:
+        try:
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            _err(f"cannot write {args.output}: {exc.strerror or exc}")
+            return EXIT_CONFIG
+        print(f"wrote {clean(args.output)}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0

@@ -195,6 +195,11 @@ class DRPO:
         return bool(self.state.get("done"))
 
     @property
+    def blocked(self) -> str | None:
+        """The failed root the search waits on (a retry unblocks it), else None."""
+        return self.state.get("blocked")
+
+    @property
     def phase(self) -> str | None:
         s = self.state
         return None if s["done"] else s["phases"][s["phase_index"]]
@@ -217,6 +222,8 @@ class DRPO:
         s = self.state
         if s["done"]:
             return "finished"
+        if s.get("blocked"):
+            return f"waiting: the root {s['blocked']} failed; retry it"
         where = (f"ICL example {s['example'] + 1}/{len(s['data']['icl'])}"
                  if self.phase == "icl" else "system prompt")
         if s["stage"] == "root":
@@ -239,7 +246,7 @@ class DRPO:
 
     async def step(self, ctx) -> None:
         s = self.state
-        if s["done"]:
+        if s["done"] or s.get("blocked"):
             return
         if s["stage"] == "root":
             await self._step_root(ctx)
@@ -255,11 +262,18 @@ class DRPO:
             self._prepare_retrieval(ctx)
         query = self.query_for_level(1)
         await self._judge(ctx, root, query, level=1)
-        s["levels"] = [{"level": 0, "query": query, "beam": [], "children": [root["id"]]}]
+        self._after_root(ctx, root, query)
+
+    def _after_root(self, ctx, root: dict, query: str) -> None:
+        """A judged root opens its search; a failed one blocks it until it is retried."""
+        s = self.state
         if root["status"] == "failed":
-            ctx.emit("warning", root["id"], message="the root could not be judged; this search stops")
-            self._finish_search(ctx)
+            s["blocked"] = root["id"]
+            ctx.emit("warning", root["id"], message="the root could not be judged; the search "
+                                                    "waits until it is retried")
             return
+        s.pop("blocked", None)
+        s["levels"] = [{"level": 0, "query": query, "beam": [], "children": [root["id"]]}]
         s["stage"], s["level"] = "expand", 0
 
     async def _step_expand(self, ctx) -> None:
@@ -467,6 +481,8 @@ class DRPO:
             await self._expand_one_call(ctx, parent, level, count, offset, record, messages)
             return
         slots = [self._child(ctx, parent, "", level, "candidate") for _ in range(count)]
+        for i, child in enumerate(slots):
+            child["meta"]["sample"] = offset + i  # a retry rewrites with the same sample
         record["children"].extend(c["id"] for c in slots)
         await asyncio.gather(*(self._rewrite(ctx, parent, child, messages, offset + i)
                                for i, child in enumerate(slots)))
@@ -504,6 +520,7 @@ class DRPO:
         texts = result.texts + [""] * (count - len(result.texts))
         for i in range(count):
             child = self._child(ctx, parent, "", level, "candidate")
+            child["meta"]["sample"] = offset + i
             record["children"].append(child["id"])
             note_call(child, result.record)
             try:
@@ -538,6 +555,122 @@ class DRPO:
         former = [n["text"] for n in ctx.tree.path(node["id"])]
         return P.system_prompt_transition(node["text"], detail.get("query", ""),
                                           detail.get("response", ""), evaluation, former)
+
+    # ------------------------------------------------------------------ re-planning
+
+    plan_is_bound = True  # the runner re-plans after every step and operation
+
+    def _search_calls(self, phase: str) -> dict[str, int]:
+        """Calls of one whole search of `phase` (reward selections excluded)."""
+        if phase == "icl":
+            return search_calls(self.search["icl_beam_width"], self.search["icl_samples_per_state"],
+                                self.search["icl_depth"], with_base=False,
+                                one_call=self.search["samples_in_one_call"])
+        rounds = self._rounds()
+        if self.method == "monte-carlo":
+            n = sum(rounds)
+            return {"optimizer": n, "base": 1 + n, "evaluator": 1 + n}
+        return search_calls(self.search["beam_width"], self.search["samples_per_state"],
+                            len(rounds), with_base=True, one_call=self.search["samples_in_one_call"])
+
+    def _levels_ahead(self, ctx, first_beam: int, from_level: int) -> dict[str, int]:
+        """Calls of the levels from `from_level` to the last, the first with `first_beam` states."""
+        phase = self.phase
+        if phase == "prompt" and self.method == "monte-carlo":
+            sizes, M = self._rounds()[from_level - 1:], 1
+        else:
+            W = self.search["icl_beam_width"] if phase == "icl" else self.search["beam_width"]
+            M = (self.search["icl_samples_per_state"] if phase == "icl"
+                 else self.search["samples_per_state"])
+            sizes = []
+            b = first_beam
+            for _ in range(from_level, self.depth() + 1):
+                sizes.append(b)
+                b = min(W, M * b)
+        children = M * sum(sizes)
+        one_call = self.search["samples_in_one_call"] and M > 1
+        return {"optimizer": sum(sizes) if one_call else children,
+                "base": children if phase == "prompt" else 0, "evaluator": children}
+
+    def _current_search_remaining(self, ctx) -> dict[str, int]:
+        s = self.state
+        if s["stage"] == "root":
+            return self._search_calls(self.phase)
+        W = self.search["icl_beam_width"] if self.phase == "icl" else self.search["beam_width"]
+        record = s["levels"][-1]
+        if s["stage"] == "expand":
+            beam = len(top_w(ctx.tree, record["children"], W, self.search["beam_rank"]))
+            if not beam and len(s["levels"]) > 1:
+                beam = len(record["beam"])
+            return self._levels_ahead(ctx, beam, s["level"] + 1)
+        # score: the level's unjudged children, then the levels after it
+        pending = [c for c in record["children"]
+                   if ctx.tree[c]["reward"] is None and ctx.tree[c]["status"] != "failed"
+                   and not ctx.tree.is_pruned(c)]
+        calls = {"optimizer": 0, "evaluator": len(pending),
+                 "base": len(pending) if self.phase == "prompt" else 0}
+        if s["level"] < self.depth():
+            alive = [c for c in record["children"]
+                     if ctx.tree[c]["status"] != "failed" and not ctx.tree.is_pruned(c)]
+            beam = min(W, len(alive)) or len(record["beam"])
+            for role, n in self._levels_ahead(ctx, beam, s["level"] + 1).items():
+                calls[role] += n
+        return calls
+
+    def plan_remaining(self, ctx) -> dict[str, int]:
+        """Calls still to come from the current state if nothing fails (an upper bound that is
+        exact when nothing fails): the runner shows calls made + this as the plan, so pruning
+        a node before it is judged removes its calls, and a retry adds the calls it made."""
+        s = self.state
+        calls = {"base": 0, "optimizer": 0, "evaluator": 0}
+        if s["done"]:
+            return calls
+        queries: list[str] = []
+        for pi in range(s["phase_index"], len(s["phases"])):
+            phase = s["phases"][pi]
+            current_phase = pi == s["phase_index"]
+            if phase == "icl":
+                first = s["example"] if current_phase else 0
+                for e in range(first, len(s["data"]["icl"])):
+                    one = (self._current_search_remaining(ctx) if current_phase and e == first
+                           else self._search_calls("icl"))
+                    for role in calls:
+                        calls[role] += one[role]
+                    queries.append(s["data"]["icl"][e][0])
+            else:
+                one = (self._current_search_remaining(ctx) if current_phase
+                       else self._search_calls("prompt"))
+                for role in calls:
+                    calls[role] += one[role]
+                queries += self.queries_for_prompt_search()
+        if not self.static:
+            calls["evaluator"] += len({q for q in queries if q not in s["aspect_cache"]})
+        return calls
+
+    # ------------------------------------------------------------------ retrying failed nodes
+
+    async def retry(self, ctx, node_id: str) -> None:
+        """Re-send a failed node's calls: its rewrite (if it has no text yet) and its judgement.
+
+        A node of the level waiting to be judged is left to that step. A failed root that
+        blocked its search opens it again."""
+        node = ctx.tree[node_id]
+        ctx.tree.reopen(node_id)
+        with self._with_phase(node):
+            if node["kind"] != "root" and not node["text"]:
+                parent = ctx.tree[node["parent"]]
+                messages = [{"role": "user", "content": self.transition_prompt(ctx, parent)}]
+                await self._rewrite(ctx, parent, node, messages, node["meta"].get("sample", 0))
+                if node["status"] == "failed":
+                    return
+            s = self.state
+            waiting = (not self.done and s["stage"] == "score" and s["levels"]
+                       and node_id in s["levels"][-1]["children"])
+            if node["reward"] is None and not waiting:
+                query = self._query_of(ctx, node)
+                await self._judge(ctx, node, query, node["meta"].get("level", 1) or 1)
+        if self.blocked == node_id:
+            self._after_root(ctx, node, self._query_of(ctx, node))
 
     # ------------------------------------------------------------------ a person's operations
 

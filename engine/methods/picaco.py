@@ -472,8 +472,8 @@ class PICACO:
             existing = (existing + [s["root"]])[:max(new_count, 1)]  # e^0 is scored at t = 1
         children = [ctx.tree.add("", parent=parent["id"], kind="candidate", step=ctx.step,
                                  meta={"phase": "prompt", "level": t, "template": "picaco",
-                                       "tc": {}, "iteration": t})
-                    for _ in range(new_count)]
+                                       "tc": {}, "iteration": t, "sample": t * 100 + j})
+                    for j in range(new_count)]
         written = await asyncio.gather(*(self._write_instruction(ctx, parent, child, t * 100 + j)
                                          for j, child in enumerate(children)))
         new = [c for c, ok in zip(children, written) if ok]
@@ -528,30 +528,65 @@ class PICACO:
         children = []
         for j in range(self.search["new_instructions"]):
             child = ctx.tree.add("", parent=parent["id"], kind="candidate", step=ctx.step,
-                                 meta={"phase": "prompt", "level": t, "template": "if", "iteration": t})
+                                 meta={"phase": "prompt", "level": t, "template": "if",
+                                       "iteration": t, "sample": t * 100 + j})
             children.append(child)
-
-        async def write(j: int, child: dict) -> None:
-            messages = P.opro(s["values"], self._demo_draw(f"opro:{t}:{j}"), scored,
-                              self.search["word_limit"])
-            try:
-                text, record = await ctx.gateway.ask(
-                    "optimizer", messages, self._parse_instruction, purpose="instruction",
-                    node=child["id"], sample=t * 100 + j, schema=P.INS_SCHEMA)
-            except CallFailed as exc:
-                ctx.tree.fail(child["id"], str(exc))
-                ctx.emit("node_failed", child["id"], error=str(exc))
-                return
-            note_call(child, record)
-            child["text"] = text
-            await self._opro_score(ctx, child)
-        await asyncio.gather(*(write(j, c) for j, c in enumerate(children)))
+        await asyncio.gather(*(self._opro_write(ctx, child, scored) for child in children))
         s["history"] += [c["id"] for c in children]
         s["iteration"] = t
         best = self._ranked_history(ctx)
         if best:
             s["final"] = s["current"] = best[-1]
         s["best_per_iteration"].append(s["current"])
+
+    async def _opro_write(self, ctx, child: dict, scored: list) -> None:
+        """One OPRO instruction from the scored history, then its score."""
+        sample = child["meta"]["sample"]
+        t, j = divmod(sample, 100)
+        messages = P.opro(self.state["values"], self._demo_draw(f"opro:{t}:{j}"), scored,
+                          self.search["word_limit"])
+        try:
+            text, record = await ctx.gateway.ask(
+                "optimizer", messages, self._parse_instruction, purpose="instruction",
+                node=child["id"], sample=sample, schema=P.INS_SCHEMA)
+        except CallFailed as exc:
+            if exc.record:
+                note_call(child, exc.record)
+            ctx.tree.fail(child["id"], str(exc))
+            ctx.emit("node_failed", child["id"], error=str(exc))
+            return
+        note_call(child, record)
+        child["text"] = text
+        await self._opro_score(ctx, child)
+
+    # ------------------------------------------------------------------ retrying failed nodes
+
+    async def retry(self, ctx, node_id: str) -> None:
+        """Re-send a failed node's calls: its instruction (if it has none yet), then its score
+        with the current pools. A retried instruction joins the history: the next M-step (or
+        OPRO round) can pick it, the finished one is not re-decided."""
+        node = ctx.tree[node_id]
+        ctx.tree.reopen(node_id)
+        s = self.state
+        if not node["text"] and node["parent"] is not None and node["kind"] != "human":
+            parent = ctx.tree[node["parent"]]
+            if self.method == "opro":
+                ranked = self._ranked_history(ctx)[-20:]
+                scored = [(ctx.tree[i]["text"], ctx.tree[i]["reward"]) for i in ranked]
+                await self._opro_write(ctx, node, scored)
+            else:
+                ok = await self._write_instruction(
+                    ctx, parent, node, node["meta"].get("sample", 0),
+                    guidance=parent["critique"] if node["kind"] == "regenerated" else None,
+                    based_on=parent["id"] if node["kind"] == "regenerated" else None)
+                if ok and s["aligned"]:
+                    await self._score(ctx, node)
+        elif self.method == "opro":
+            await self._opro_score(ctx, node)
+        elif s["aligned"]:
+            await self._score(ctx, node)
+        if node["reward"] is not None and node["id"] not in s["history"]:
+            s["history"].append(node["id"])
 
     # ------------------------------------------------------------------ evaluation
 

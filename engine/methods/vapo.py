@@ -204,6 +204,8 @@ class VAPO:
         T = self.search["iterations"]
         if s["done"]:
             return "finished"
+        if s.get("blocked"):
+            return f"waiting: the root {s['blocked']} failed; retry it"
         if s["stage"] == "root":
             return "validate the root prompt"
         if s["stage"] == "evaluate":
@@ -221,7 +223,7 @@ class VAPO:
 
     async def step(self, ctx) -> None:
         stage = self.state["stage"]
-        if self.state["done"]:
+        if self.state["done"] or self.state.get("blocked"):
             return
         await getattr(self, f"_step_{stage}")(ctx)
 
@@ -229,11 +231,43 @@ class VAPO:
         s = self.state
         root = ctx.tree[s["root"]]
         await self._validate(ctx, root)
+        self._after_root(ctx, root)
+
+    def _after_root(self, ctx, root: dict) -> None:
+        """A validated root opens the search; a failed one blocks it until it is retried."""
+        s = self.state
         if root["status"] == "failed":
-            ctx.emit("warning", root["id"], message="the root could not be validated; the search stops")
-            s.update(done=True, stage="done", final=None)
+            s["blocked"] = root["id"]
+            ctx.emit("warning", root["id"], message="the root could not be validated; the "
+                                                    "search waits until it is retried")
             return
+        s.pop("blocked", None)
         s["stage"] = "select"
+
+    @property
+    def blocked(self) -> str | None:
+        """The failed root the search waits on (a retry unblocks it), else None."""
+        return self.state.get("blocked")
+
+    async def retry(self, ctx, node_id: str) -> None:
+        """Re-send a failed node's calls: the whole expansion of its batch if it has no prompt
+        yet (answers already paid for replay from the cache), else its validation."""
+        node = ctx.tree[node_id]
+        ctx.tree.reopen(node_id)
+        if node["kind"] == "root":
+            await self._validate(ctx, node)
+            if self.blocked == node_id:
+                self._after_root(ctx, node)
+            return
+        parent = ctx.tree[node["parent"]]
+        action = node["detail"].get("action") or {}
+        if not node["text"] and node["kind"] == "candidate" and action.get("batch"):
+            sample = node["meta"].get("sample", node["meta"].get("batch", 0))
+            await self._child_from_batch(ctx, parent, node, action["batch"], sample)
+        elif node["text"]:
+            await self._validate(ctx, node)
+        else:  # a regenerated node whose rewrite failed: regenerate from its parent again
+            await self._regenerate_into(ctx, parent, node)
 
     def _terminal(self, ctx, node: dict) -> bool:
         parent = ctx.tree[node["parent"]] if node["parent"] else None
@@ -412,6 +446,8 @@ class VAPO:
                                  meta={"phase": "prompt", "level": node["depth"] + 1,
                                        "cum_rewards": [], "batch": j})
                     for j in range(len(batches))]
+        for j, child in enumerate(children):
+            child["meta"]["sample"] = expansion * 100 + j  # a retry asks with the same sample
         await asyncio.gather(*(self._child_from_batch(ctx, node, child, batch, expansion * 100 + j)
                                for j, (child, batch) in enumerate(zip(children, batches))))
         feedbacks = [c["detail"]["action"]["feedback"] for c in children
@@ -497,6 +533,14 @@ class VAPO:
         if node["reward"] is None:
             raise ValueError("this node has not been validated")
         node["meta"]["regenerations"] = node["meta"].get("regenerations", 0) + 1
+        child = ctx.tree.add("", parent=node_id, kind="regenerated", step=ctx.step,
+                             meta={"phase": "prompt", "level": node["depth"] + 1,
+                                   "cum_rewards": [],
+                                   "sample": 10_000 + node["meta"]["regenerations"]})
+        await self._regenerate_into(ctx, node, child)
+        return child
+
+    async def _regenerate_into(self, ctx, node: dict, child: dict) -> None:
         items = self.state["items"]
         # the training-batch failures of the node's prompt (from its expansions); never its
         # validation answers: the new child is scored on the validation split
@@ -507,23 +551,19 @@ class VAPO:
                     seen.add(answer["item"])
                     failed.append(answer)
         shown = [P.describe_example(items[r["item"]], r) for r in failed]
-        child = ctx.tree.add("", parent=node_id, kind="regenerated", step=ctx.step,
-                             meta={"phase": "prompt", "level": node["depth"] + 1,
-                                   "cum_rewards": []})
         child["detail"]["action"] = {"feedback": node["critique"], "failed": [r["item"] for r in failed],
                                      "from": "the person's critique" if node["meta"].get("critique_edited")
                                      else "the node's feedback"}
         try:
             await self._rewrite(ctx, node, child, shown, node["critique"],
-                                10_000 + node["meta"]["regenerations"])
+                                child["meta"].get("sample", 10_000))
         except CallFailed as exc:
             if exc.record:
                 note_call(child, exc.record)
             ctx.tree.fail(child["id"], str(exc))
             ctx.emit("node_failed", child["id"], error=str(exc))
-            return child
+            return
         await self._validate(ctx, child)
-        return child
 
     async def edit_aspects(self, ctx, query, aspects):
         raise ValueError("aspects belong to DRPO; VAPO scores with accuracy or a judge")
