@@ -1,6 +1,7 @@
 """Tasks for VAPO / PromptAgent: loading, seeded splits, and answer extraction.
 
-A task file is JSONL (one object per line), a JSON list, or CSV, with the fields
+A task file is JSONL (one object per line), a JSON list, or CSV (with a header row), with
+the fields
     question  the text given to the base model
     options   optional list of choices (CSV: a JSON list, or choices separated by " | ")
     answer    the gold answer: a letter ("A", "(B)"), the text of one option, or (JSON only)
@@ -9,8 +10,6 @@ Multiple-choice tasks need options and an answer; free-form tasks need only a qu
 """
 from __future__ import annotations
 
-import csv
-import json
 import random
 import re
 from importlib import resources
@@ -27,28 +26,35 @@ def builtin_tasks_path() -> Path:
     return Path(str(resources.files("engine.data").joinpath("moral_mc.jsonl")))
 
 
-def _records(path: Path) -> list[dict]:
-    """Task records: CSV here (options as a JSON list or "a | b"); JSONL/JSON as datasets reads them."""
-    if path.suffix.lower() != ".csv":
-        from .datasets import _read_records
+def _records(path: Path) -> list[tuple[str, dict]]:
+    """Task records as ("file:line" or "file: item N", record); CSV options are parsed here
+    (a JSON list, or choices separated by "|")."""
+    from .datasets import describe, json_items, parse_json, read_records, show_path
 
-        data = _read_records(path)
-        if not isinstance(data, list):
-            raise ConfigError(f"{path}: expected a list of task items")
+    kind, data = read_records(path)
+    if kind == "json":
+        return json_items(path, data, "a list of task items (objects with question, options, "
+                                      "answer)")
+    if path.suffix.lower() != ".csv":
         return data
-    rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
-    for row in rows:
+    if data and "question" not in data[0][1] and "query" not in data[0][1]:
+        raise ConfigError(f"{show_path(path)}: the CSV header has no question column "
+                          f"(columns: {', '.join(repr(c) for c in list(data[0][1])[:8])})")
+    for where, row in data:
         raw = (row.get("options") or "").strip()
         if raw.startswith("["):
-            try:
-                row["options"] = json.loads(raw)
-            except json.JSONDecodeError:
-                raise ConfigError(f"{path}: options {raw[:40]!r} is not a JSON list") from None
+            options = parse_json(raw, f"{where}: options")
+            if not isinstance(options, list):
+                raise ConfigError(f"{where}: options must be a JSON list or choices separated "
+                                  f"by \"|\", got {describe(options)}")
+            row["options"] = options
         elif raw:
             row["options"] = [o.strip() for o in raw.split("|") if o.strip()]
         else:
             row["options"] = None
-    return rows
+        if not (row.get("answer") or "").strip():
+            row["answer"] = None
+    return data
 
 
 def gold_letter(answer, options: list[str]) -> str | None:
@@ -67,34 +73,63 @@ def gold_letter(answer, options: list[str]) -> str | None:
     return None
 
 
+def _options(value, where: str) -> list[str]:
+    """A record's options: a non-empty list of strings (numbers are written as text)."""
+    from .datasets import check_text, describe
+
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        got = "an empty list" if value == [] else describe(value)
+        raise ConfigError(f"{where}: options must be a non-empty list, got {got}")
+    if len(value) > len(LETTERS):
+        raise ConfigError(f"{where}: more than {len(LETTERS)} options")
+    options = []
+    for n, option in enumerate(value, 1):
+        if isinstance(option, (int, float)) and not isinstance(option, bool):
+            option = str(option)
+        if not isinstance(option, str):
+            raise ConfigError(f"{where}: option {n} must be a string, got {describe(option)}")
+        option = check_text(option, where, f"option {n}").strip()
+        if not option:
+            raise ConfigError(f"{where}: option {n} is empty")
+        options.append(option)
+    return options
+
+
 def load_tasks(path: str | None, task_type: str) -> list[dict]:
     """Task items as {"id", "question", "options", "answer"} (answer: a letter or None)."""
+    from .datasets import check_text, describe, short, show_path, text_field
+
     p = Path(path) if path else builtin_tasks_path()
     items = []
-    for i, record in enumerate(_records(p)):
+    for i, (where, record) in enumerate(_records(p)):
         if not isinstance(record, dict):
-            raise ConfigError(f"{p}: item {i + 1} is not an object")
-        question = str(record.get("question") or record.get("query") or "").strip()
-        if not question:
-            raise ConfigError(f"{p}: item {i + 1} has no question")
-        options = record.get("options")
-        if options is not None and (not isinstance(options, list) or not options):
-            raise ConfigError(f"{p}: item {i + 1}: options must be a non-empty list")
-        options = [str(o).strip() for o in options] if options else []
-        if len(options) > len(LETTERS):
-            raise ConfigError(f"{p}: item {i + 1} has more than {len(LETTERS)} options")
-        answer = gold_letter(record.get("answer"), options) if options else None
+            raise ConfigError(f"{where}: expected an object with question, options and answer, "
+                              f"got {describe(record)}")
+        question = text_field(record, ("question", "query"), where, "question")
+        options = _options(record.get("options"), where)
+        raw = record.get("answer")
+        if isinstance(raw, str):
+            raw = check_text(raw, where, "answer")
+            if not raw.strip():
+                raw = None
+        elif raw is not None and (isinstance(raw, bool) or not isinstance(raw, (int, float))):
+            raise ConfigError(f"{where}: answer must be a letter, an option's text or an "
+                              f"option index, got {describe(raw)}")
+        answer = gold_letter(raw, options) if options else None
         if task_type == "multiple-choice":
             if not options:
-                raise ConfigError(f"{p}: item {i + 1} has no options (multiple-choice task)")
+                raise ConfigError(f"{where}: no options (a multiple-choice task needs them)")
+            if raw is None:
+                raise ConfigError(f"{where}: no answer (a multiple-choice task needs one)")
             if answer is None:
-                raise ConfigError(f"{p}: item {i + 1}: answer {record.get('answer')!r} is "
-                                  f"not a letter or one of its options")
+                shown = short(raw) if isinstance(raw, str) else str(raw)
+                raise ConfigError(f"{where}: answer {shown} is not a letter or one of its options")
         items.append({"id": i, "question": question, "options": options, "answer": answer,
-                      "reference": (None if options else
-                                    (str(record["answer"]) if record.get("answer") else None))})
+                      "reference": (None if options or raw is None else str(raw).strip())})
     if not items:
-        raise ConfigError(f"{p}: no task items")
+        raise ConfigError(f"{show_path(p)}: no task items")
     return items
 
 

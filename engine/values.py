@@ -54,17 +54,31 @@ def composition_values(cfg: dict) -> list[dict]:
     return [{"name": name, **table[name]} for name in COMPOSITIONS[spec["composition"]]]
 
 
+def load_prompts(path: str | None, limit: int | None = None) -> list[str]:
+    """PICACO's prompts: a seed-query file (JSONL / JSON / .txt / CSV), or the built-in set."""
+    from .datasets import load_seed_queries
+
+    return load_seed_queries(path, limit, what="prompts")
+
+
+def load_demonstrations(path: str) -> list[dict]:
+    """PICACO's demonstrations from a file: {"query", "response"} records, as ICL examples."""
+    from .datasets import load_icl_examples
+
+    return [{"query": q, "response": r}
+            for q, r in load_icl_examples(path, what="demonstrations")]
+
+
 def load_picaco_inputs(cfg: dict) -> dict:
     """Prompts (first N), values with definitions, demonstrations, and the seed instruction."""
     from .config import ConfigError
-    from .datasets import load_icl_examples, load_seed_queries
 
     data, search = cfg["data"], cfg["search"]
-    prompts = load_seed_queries(data["prompts"], None)[: search["prompts"]]
+    prompts = load_prompts(data["prompts"], search["prompts"])
     values = composition_values(cfg)
     kind = cfg["values"]["kind"]
     if data["demonstrations"]:
-        demos = [{"query": q, "response": r} for q, r in load_icl_examples(data["demonstrations"])]
+        demos = load_demonstrations(data["demonstrations"])
     elif cfg["values"]["composition"] in builtin()["demonstrations"]:
         demos = [dict(d) for d in builtin()["demonstrations"][cfg["values"]["composition"]]]
     else:

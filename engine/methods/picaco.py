@@ -196,6 +196,44 @@ class PICACO:
         calls["evaluator"] += N * (1 + (0 if self.method == "q-if" else 1))
         return calls
 
+    plan_is_bound = True  # the runner re-plans after every step and operation
+
+    def plan_remaining(self, ctx) -> dict[str, int]:
+        """Calls still to come from the current stage if nothing fails: the runner shows calls
+        made + this as the plan, so failed nodes and their retries keep plan = calls made."""
+        s, sr = self.state, self.search
+        calls = {r: 0 for r in ROLES}
+        if s["done"]:
+            return calls
+        N, new = len(s["prompts"]), sr["new_instructions"]
+        ranked = self._ranked_history(ctx)
+        history = len(ranked)  # instructions an M-step can take as existing candidates
+        if s["root"] not in ranked and not ctx.tree[s["root"]]["meta"].get("tc"):
+            history += 1  # e0 joins the first M-step as an existing candidate
+        for stage in s["stages"][s["stage_index"]:]:
+            kind, _, t = stage.partition(":")
+            if kind == "observation":
+                calls["base"] += 1
+            elif kind == "noise":
+                calls["base"] += N * self._k(2 * sr["noise_pool"])
+            elif kind == "estep":
+                calls["base"] += N * sr["buckets"] * self._k(self._per_bucket())
+                calls["evaluator"] += N * sr["buckets"] * self._per_bucket()
+            elif kind == "mstep":
+                calls["optimizer"] += new
+                calls["base"] += (new + min(new, history)) * N * self._k(sr["p_samples"])
+                history += new
+            elif kind == "opro":
+                count = 1 if t == "0" else new
+                calls["optimizer"] += 0 if t == "0" else new
+                calls["base"] += count * N
+                calls["evaluator"] += count * N
+            elif kind == "evaluate":
+                finals = {"q-if": 0, "q-if-cot": 2}.get(self.method, 1)
+                calls["base"] += N * (1 + finals)
+                calls["evaluator"] += N * (1 + (0 if self.method == "q-if" else 1))
+        return calls
+
     # ------------------------------------------------------------------ progress
 
     @property
