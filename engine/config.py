@@ -4,10 +4,17 @@ Every error is a `ConfigError` whose message is one clear line; the CLI prints i
 exits with status 2. The validated config is a plain dict (JSON-serializable) so it can
 be stored in the session as it is. It never holds a secret: API keys stay in the
 environment and only the *name* of the variable is kept.
+
+Every numeric setting has a lower and an upper bound (the `*_LIMITS` tables below, listed
+by `bounds()`): a value outside them is refused, so no config, mistyped or hostile, can make
+session creation (validation + the method's set-up and plan) slow or memory-hungry. Within
+the bounds a plan can still be large; `check_plan` refuses one over `MAX_PLANNED_CALLS`
+calls unless the user allows it (`--allow-large`).
 """
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 import re
 from pathlib import Path
@@ -25,6 +32,7 @@ DRPO_METHODS = ("drpo", "drpo-icl", "greedy", "monte-carlo", "static-reward")
 VAPO_METHODS = ("vapo", "promptagent")  # promptagent = vapo with the basis meta-prompts
 PICACO_METHODS = ("picaco", "q", "q-if", "q-if-cot", "urial", "opro")
 METHODS = DRPO_METHODS + VAPO_METHODS + PICACO_METHODS
+FAMILIES = ("drpo", "vapo", "picaco")
 
 
 def family(method: str) -> str:
@@ -115,34 +123,175 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
 DATA_KEYS = {"seed", "icl", "icl_optimized", "seed_limit"}
 TOP_KEYS = {"method", "name", "random_seed", "models", "search", "data", "gateway", "values"}
 
+# --------------------------------------------------------------------------- bounds
+#
+# (lowest, highest) of every numeric setting. Integer bounds make an integer setting, float
+# bounds a number. The highest values are generous for real use (10x the papers' settings or
+# more) and keep session creation cheap: the set-up and the plan grow with them.
+
+RANDOM_SEED_LIMITS = (0, 2 ** 63 - 1)  # what TOML can write; stored in JSON as it is
+
+# DRPO (paper: prompt search W2 M3 D20, ICL search W1 M1 D5, K = 2).
+DRPO_SEARCH_LIMITS: dict[str, tuple] = {
+    "beam_width": (1, 32),             # W: 16x the paper's
+    "samples_per_state": (1, 32),      # M: 10x the paper's
+    "depth": (1, 200),                 # D: 10x the paper's (levels cycle over the seed queries)
+    "icl_k": (0, 32),                  # K: 16x; 32 whole query/answer pairs fill a context window
+    "icl_beam_width": (1, 32),         # W1, M1, D1: the prompt search's bounds
+    "icl_samples_per_state": (1, 32),
+    "icl_depth": (1, 200),
+    "monte_carlo_samples": (1, 10_000),  # N: 85x the paper's beam budget (117 rewrites)
+    "skip_rewrite_above": (1.0, 5.0),  # on the 1-5 reward scale
+}
+
+# VAPO / PromptAgent (PromptAgent's example: 10 iterations, width 3, depth 5, batch 5, w 2.5).
+VAPO_SEARCH_LIMITS: dict[str, tuple] = {
+    "iterations": (1, 200),            # 20x PromptAgent's
+    "expand_width": (1, 32),           # 10x; children per expansion
+    "depth_limit": (1, 50),            # 10x; every level is one more rewrite in a rollout
+    "min_depth": (0, 50),              # at most depth_limit's bound
+    "batch_size": (1, 200),            # 40x; 200 = the paper's whole Ethics training split
+    "exploration": (0.0, 100.0),       # w: 40x; Q sums rewards in [0, 1] over at most 50
+                                       # nodes, so w = 100 already means pure exploration
+    "error_below": (1.0, 5.0),         # on the judge's 1-5 scale
+}
+
+# PICACO (paper: T = 10, N = 50, M1 = 10, M2 = 15, n = 10, beta 5 / 0.5).
+PICACO_SEARCH_LIMITS: dict[str, tuple] = {
+    "iterations": (1, 100),            # T: 10x the paper's
+    "prompts": (1, 1_000),             # N: 20x the paper's (the built-in set has 30)
+    "aligned_pool": (1, 100),          # M1: 10x
+    "noise_pool": (1, 100),            # M2: 6x (2 * M2 = 200 samples in one call)
+    "new_instructions": (1, 100),      # 6x; the engine numbers instructions t * 100 + j
+    "p_samples": (2, 100),             # n: 10x; p_e compares at least 2 samples
+    "buckets": (1, 10),                # 3x; the engine numbers E-step calls with one digit
+    "word_limit": (1, 2_000),          # 13x; a system prompt, not a document
+    "beta": (0.0, 100.0),              # 20x the HH default
+    "sampling_temperature": (0.0, 2.0),  # providers accept [0, 2]
+}
+
+DRPO_DATA_LIMITS: dict[str, tuple] = {
+    "seed_limit": (1, 10_000),         # 20 queries per search at the paper's D20; 30 built in
+}
+VAPO_DATA_LIMITS: dict[str, tuple] = {
+    "train": (1, 10_000),              # 50x the paper's 200 / 50 / 150 split; the validation
+    "validation": (1, 10_000),         # split is answered at every expansion
+    "test": (1, 10_000),
+}
+
+GATEWAY_LIMITS: dict[str, tuple] = {
+    "concurrency": (1, 256),           # 32x the default; calls in flight per endpoint
+    "retries": (0, 20),                # 5x; 20 doublings already reach max_backoff
+    "parse_retries": (0, 10),          # 5x; each one is a new paid sample
+    "backoff": (0.0, 60.0),            # seconds: the first wait
+    "max_backoff": (0.0, 600.0),       # seconds: 10 minutes between two tries at most
+    "timeout": (0.001, 3_600.0),       # seconds: an hour for one call (slow local models)
+}
+
+MODEL_LIMITS: dict[str, tuple] = {
+    "temperature": (0.0, 2.0),         # providers accept [0, 2]
+    "max_tokens": (1, 262_144),        # 2x the longest output any current API offers (128 Ki)
+    "timeout": (0.001, 3_600.0),       # as [gateway] timeout
+}
+
+SEARCH_LIMITS = {"drpo": DRPO_SEARCH_LIMITS, "vapo": VAPO_SEARCH_LIMITS,
+                 "picaco": PICACO_SEARCH_LIMITS}
+DATA_LIMITS = {"drpo": DRPO_DATA_LIMITS, "vapo": VAPO_DATA_LIMITS, "picaco": {}}
+
+# Keys of [models.*.extra] that would override a bounded or engine-managed setting: litellm
+# receives `extra` last, so these would bypass the checks above.
+RESERVED_EXTRA = {"model", "messages", "temperature", "max_tokens", "max_completion_tokens",
+                  "timeout", "request_timeout", "n", "num_retries", "max_retries", "api_base",
+                  "base_url", "stream", "seed"}
+
+# A session whose plan needs more calls than this is refused unless allowed (--allow-large).
+MAX_PLANNED_CALLS = 100_000
+
+
+def bounds(kind: str) -> dict[str, tuple]:
+    """Every numeric setting of a method family: dotted name -> (lowest, highest)."""
+    if kind not in FAMILIES:
+        raise ValueError(f"unknown family {kind!r}")
+    out: dict[str, tuple] = {"random_seed": RANDOM_SEED_LIMITS}
+    out.update({f"search.{k}": v for k, v in SEARCH_LIMITS[kind].items()})
+    out.update({f"data.{k}": v for k, v in DATA_LIMITS[kind].items()})
+    out.update({f"gateway.{k}": v for k, v in GATEWAY_LIMITS.items()})
+    for role in ("default",) + ROLES:
+        out.update({f"models.{role}.{k}": v for k, v in MODEL_LIMITS.items()})
+    return out
+
 
 class ConfigError(ValueError):
-    """A configuration problem, described in one line."""
+    """A configuration problem, described in one line (control characters are escaped)."""
+
+    def __init__(self, message: Any = "", *args: Any):
+        super().__init__(_one_line(str(message)), *args)
+
+
+def _one_line(text: str) -> str:
+    if all(c.isprintable() for c in text):
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def check_plan(plan: dict[str, int], allow_large: bool) -> None:
+    """Refuse a plan over MAX_PLANNED_CALLS calls in total unless `allow_large`."""
+    total = sum(plan.values())
+    if total <= MAX_PLANNED_CALLS or allow_large:
+        return
+    roles = list(ROLES) + [r for r in plan if r not in ROLES]
+    parts = ", ".join(f"{r} {plan.get(r, 0):,}" for r in roles)
+    raise ConfigError(f"the plan needs {total:,} calls ({parts}), over the limit of "
+                      f"{MAX_PLANNED_CALLS:,}; lower the search sizes or pass --allow-large")
 
 
 def load_config(path: str | Path) -> dict:
     """Read and validate a TOML config file. Relative data paths resolve from its folder."""
     p = Path(path)
-    if not p.is_file():
+    try:
+        found = p.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
         raise ConfigError(f"config file not found: {p}")
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return validate_config(raw, base_dir=p.resolve().parent)
+    except RecursionError:
+        raise ConfigError(f"{p}: not valid TOML: nested too deeply") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        base_dir = p.resolve().parent
+    except (OSError, RuntimeError):
+        base_dir = p.parent
+    return validate_config(raw, base_dir=base_dir)
 
 
 def validate_config(raw: dict, base_dir: Path | None = None) -> dict:
     """Check every key and value, apply defaults, resolve data paths."""
-    raw = copy.deepcopy(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a table of settings, got {_kind(raw)}")
+    try:
+        raw = copy.deepcopy(raw)
+        return _validate(raw, base_dir)
+    except RecursionError:
+        raise ConfigError("the config is nested too deeply") from None
+
+
+def _validate(raw: dict, base_dir: Path | None) -> dict:
     _no_unknown(raw, TOP_KEYS, "")
     method = raw.get("method", "drpo")
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise ConfigError(f"unknown method {_show(method)}; choose one of: {', '.join(METHODS)}")
+    name = raw.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"name must be a string, got {_show(name)}")
     cfg: dict[str, Any] = {
         "method": method,
-        "name": str(raw.get("name") or ""),
-        "random_seed": _int(raw.get("random_seed", 0), "random_seed", lo=0),
+        "name": name or "",
+        "random_seed": _number(raw.get("random_seed", 0), "random_seed", RANDOM_SEED_LIMITS),
         "models": _models(raw.get("models", {}), method),
         "local_default": [],
         "search": _search(raw.get("search", {}), method),
@@ -166,103 +315,162 @@ def validate_config(raw: dict, base_dir: Path | None = None) -> dict:
 
 def _models(section: Any, method: str) -> dict:
     if not isinstance(section, dict):
-        raise ConfigError("[models] must be a table")
+        raise ConfigError(f"[models] must be a table, got {_kind(section)}")
     _no_unknown(section, set(ROLES) | {"default"}, "models")
-    default = section.get("default", {})
+    # each table is checked as written (an error names the table that holds the value)
+    tables = {name: _role_table(section.get(name, {}), f"models.{name}")
+              for name in ("default",) + ROLES}
     out = {}
     for role in ROLES:
-        given = section.get(role, {})
-        for name, table in (("default", default), (role, given)):
-            if not isinstance(table, dict):
-                raise ConfigError(f"[models.{name}] must be a table")
-            _no_unknown(table, ROLE_KEYS, f"models.{name}")
-        merged = {**default, **given}
-        model = merged.get("model")
-        if model is not None and (not isinstance(model, str) or not model.strip()):
-            raise ConfigError(f"[models.{role}] model must be a non-empty string")
-        temperature = merged.get("temperature", DEFAULT_TEMPERATURE[role])
+        merged = {**tables["default"], **tables[role]}
         out[role] = {
-            "model": model,
-            "api_base": _opt_str(merged.get("api_base"), f"models.{role}.api_base"),
-            "api_key_env": _opt_str(merged.get("api_key_env"), f"models.{role}.api_key_env"),
-            "temperature": _float(temperature, f"models.{role}.temperature", lo=0.0, hi=2.0),
-            "max_tokens": _int(merged.get("max_tokens", DEFAULT_MAX_TOKENS[role]),
-                               f"models.{role}.max_tokens", lo=1),
-            "timeout": (None if merged.get("timeout") is None else
-                        _float(merged["timeout"], f"models.{role}.timeout", lo=0.001)),
-            "extra": _table(merged.get("extra", {}), f"models.{role}.extra"),
+            "model": merged.get("model"),
+            "api_base": merged.get("api_base"),
+            "api_key_env": merged.get("api_key_env"),
+            "temperature": merged.get("temperature", DEFAULT_TEMPERATURE[role]),
+            "max_tokens": merged.get("max_tokens", DEFAULT_MAX_TOKENS[role]),
+            "timeout": merged.get("timeout"),
+            "extra": merged.get("extra", {}),
         }
-        _reject_secret_values(out[role], role)
     return out
+
+
+def _role_table(table: Any, where: str) -> dict:
+    """One [models.*] table, checked: only the keys it gives."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}] must be a table, got {_kind(table)}")
+    _no_unknown(table, ROLE_KEYS, where)
+    out = dict(table)
+    model = table.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise ConfigError(f"[{where}] model must be a non-empty string")
+    for key in ("api_base", "api_key_env"):
+        out[key] = _opt_str(table.get(key), f"{where}.{key}")
+    for key, lim in MODEL_LIMITS.items():
+        if table.get(key) is not None:
+            out[key] = _number(table[key], f"{where}.{key}", lim)
+    if "extra" in table:
+        out["extra"] = _extra(table["extra"], where)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+_EXTRA_HINTS = {
+    "model": "model", "temperature": "temperature", "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens", "timeout": "timeout", "request_timeout": "timeout",
+    "api_base": "api_base", "base_url": "api_base",
+}
+
+
+def _extra(value: Any, where: str) -> dict:
+    """[models.*.extra]: passed to litellm as is, so plain JSON values, no secret, and none
+    of the settings the engine manages (litellm gets `extra` last: they would bypass their
+    checks and bounds)."""
+    name = f"{where}.extra"
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table, got {_kind(value)}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(f"[{name}] keys must be strings, got {_show(key)}")
+        if re.search(r"api_?key|secret|password|access_token|^token$", key.lower()):
+            raise ConfigError(
+                f"[{name}] {key}: put secrets in an environment variable and name "
+                f"it with api_key_env; sessions never store keys")
+        if key in RESERVED_EXTRA:
+            if key in _EXTRA_HINTS:
+                hint = f"set {where}.{_EXTRA_HINTS[key]} instead"
+            elif key in ("num_retries", "max_retries"):
+                hint = "set [gateway] retries instead"
+            elif key == "seed":
+                hint = "the engine derives it from random_seed"
+            else:
+                hint = "the engine sets it"
+            raise ConfigError(f"[{name}] {key}: not allowed in extra; {hint}")
+        _plain_json(value[key], f"{name}.{key}")
+    return value
+
+
+def _plain_json(value: Any, name: str) -> None:
+    """A value stored in the session (JSON) and sent to the provider: no dates, no NaN."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {_show(value)}")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain_json(item, f"{name}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{name}: keys must be strings, got {_show(key)}")
+            _plain_json(item, f"{name}.{key}")
+        return
+    raise ConfigError(f"{name} must be a string, number, boolean, list or table, "
+                      f"got {_kind(value)}")
+
+
+def _check_limits(s: dict, limits: dict, where: str, optional: tuple = ()) -> None:
+    """Check (and normalize) every numeric key of a section against its limits."""
+    for key, lim in limits.items():
+        if key in optional and s.get(key) is None:
+            continue
+        s[key] = _number(s[key], f"{where}.{key}", lim)
 
 
 def _search(section: Any, method: str) -> dict:
     if not isinstance(section, dict):
-        raise ConfigError("[search] must be a table")
+        raise ConfigError(f"[search] must be a table, got {_kind(section)}")
     if family(method) == "vapo":
         return _vapo_search(section, method)
     if family(method) == "picaco":
         return _picaco_search(section, method)
     _no_unknown(section, set(DRPO_SEARCH_DEFAULTS), "search")
     s = {**DRPO_SEARCH_DEFAULTS, **section}
-    for key in ("beam_width", "samples_per_state", "depth", "icl_beam_width",
-                "icl_samples_per_state", "icl_depth"):
-        s[key] = _int(s[key], f"search.{key}", lo=1)
-    s["icl_k"] = _int(s["icl_k"], "search.icl_k", lo=0)
+    _check_limits(s, DRPO_SEARCH_LIMITS, "search",
+                  optional=("skip_rewrite_above", "monte_carlo_samples"))
     if method == "greedy":
         s["beam_width"] = 1  # greedy search is beam search with W = 1 (paper App. A.2)
-    if not isinstance(s["initial_prompt"], str):
-        raise ConfigError("search.initial_prompt must be a string")
-    if s["layout"] not in ("chat", "plain"):
-        raise ConfigError("search.layout must be \"chat\" or \"plain\"")
-    if s["beam_rank"] not in ("reward", "path-mean"):
-        raise ConfigError("search.beam_rank must be \"reward\" or \"path-mean\"")
+    _string(s["initial_prompt"], "search.initial_prompt")
+    if not isinstance(s["layout"], str) or s["layout"] not in ("chat", "plain"):
+        raise ConfigError(f'search.layout must be "chat" or "plain", got {_show(s["layout"])}')
+    if not isinstance(s["beam_rank"], str) or s["beam_rank"] not in ("reward", "path-mean"):
+        raise ConfigError(f'search.beam_rank must be "reward" or "path-mean", '
+                          f'got {_show(s["beam_rank"])}')
     if not isinstance(s["samples_in_one_call"], bool):
-        raise ConfigError("search.samples_in_one_call must be true or false")
-    if s["skip_rewrite_above"] is not None:
-        s["skip_rewrite_above"] = _float(s["skip_rewrite_above"], "search.skip_rewrite_above",
-                                         lo=1.0, hi=5.0)
-    if s["monte_carlo_samples"] is not None:
-        s["monte_carlo_samples"] = _int(s["monte_carlo_samples"], "search.monte_carlo_samples",
-                                        lo=1)
+        raise ConfigError(f"search.samples_in_one_call must be true or false, "
+                          f"got {_show(s['samples_in_one_call'])}")
     return s
 
 
 def _vapo_search(section: dict, method: str) -> dict:
     _no_unknown(section, set(VAPO_SEARCH_DEFAULTS), "search")
     s = {**VAPO_SEARCH_DEFAULTS, **section}
-    for key in ("iterations", "expand_width", "depth_limit", "batch_size"):
-        s[key] = _int(s[key], f"search.{key}", lo=1)
-    s["min_depth"] = _int(s["min_depth"], "search.min_depth", lo=0)
-    s["exploration"] = _float(s["exploration"], "search.exploration", lo=0.0)
-    s["error_below"] = _float(s["error_below"], "search.error_below", lo=1.0, hi=5.0)
-    if s["meta_prompts"] not in ("valuecot", "basis"):
-        raise ConfigError('search.meta_prompts must be "valuecot" or "basis"')
+    _check_limits(s, VAPO_SEARCH_LIMITS, "search")
+    if not isinstance(s["meta_prompts"], str) or s["meta_prompts"] not in ("valuecot", "basis"):
+        raise ConfigError(f'search.meta_prompts must be "valuecot" or "basis", '
+                          f'got {_show(s["meta_prompts"])}')
     if method == "promptagent":
         if "meta_prompts" in section and section["meta_prompts"] != "basis":
             raise ConfigError('method "promptagent" uses the basis meta-prompts; '
                               'use method "vapo" for ValueCoT')
         s["meta_prompts"] = "basis"
-    if not isinstance(s["initial_prompt"], str):
-        raise ConfigError("search.initial_prompt must be a string")
+    _string(s["initial_prompt"], "search.initial_prompt")
     return s
 
 
 def _picaco_search(section: dict, method: str) -> dict:
     _no_unknown(section, set(PICACO_SEARCH_DEFAULTS), "search")
     s = {**PICACO_SEARCH_DEFAULTS, **section}
-    for key in ("iterations", "prompts", "aligned_pool", "noise_pool", "new_instructions",
-                "p_samples", "buckets", "word_limit"):
-        s[key] = _int(s[key], f"search.{key}", lo=1)
-    if s["p_samples"] < 2:
-        raise ConfigError("search.p_samples must be at least 2 (p_e compares samples)")
-    if s["beta"] is not None:
-        s["beta"] = _float(s["beta"], "search.beta", lo=0.0)
-    s["sampling_temperature"] = _float(s["sampling_temperature"], "search.sampling_temperature",
-                                       lo=0.0, hi=2.0)
+    p = s["p_samples"]
+    if isinstance(p, int) and not isinstance(p, bool) and p < 2:
+        raise ConfigError(f"search.p_samples must be at least 2 (p_e compares samples), got {p}")
+    _check_limits(s, PICACO_SEARCH_LIMITS, "search", optional=("beta",))
     if s["seed_instruction"] is not None and (not isinstance(s["seed_instruction"], str)
                                               or not s["seed_instruction"].strip()):
-        raise ConfigError("search.seed_instruction must be a non-empty string")
+        raise ConfigError(f"search.seed_instruction must be a non-empty string, "
+                          f"got {_show(s['seed_instruction'])}")
     return s
 
 
@@ -280,7 +488,7 @@ def _values(section: Any) -> dict:
     from .values import COMPOSITIONS, HH_COMPOSITIONS
 
     if not isinstance(section, dict):
-        raise ConfigError("[values] must be a table")
+        raise ConfigError(f"[values] must be a table, got {_kind(section)}")
     _no_unknown(section, {"composition", "custom"}, "values")
     custom = section.get("custom")
     if custom is not None:
@@ -291,13 +499,14 @@ def _values(section: Any) -> dict:
         values = []
         for i, item in enumerate(custom, 1):
             if not isinstance(item, dict):
-                raise ConfigError(f"[[values.custom]] item {i} must be a table")
+                raise ConfigError(f"[[values.custom]] item {i} must be a table, got {_kind(item)}")
             _no_unknown(item, {"name", "definition"}, "values.custom")
             name, definition = item.get("name"), item.get("definition")
             if not isinstance(name, str) or not name.strip():
                 raise ConfigError(f"[[values.custom]] item {i}: name must be a non-empty string")
             if not isinstance(definition, str) or not definition.strip():
-                raise ConfigError(f"[[values.custom]] {name}: definition must be a non-empty string")
+                raise ConfigError(f"[[values.custom]] {_show(name.strip())}: definition must be "
+                                  f"a non-empty string")
             values.append({"name": name.strip(), "definition": definition.strip()})
         from .parsing import normalize_name
 
@@ -309,8 +518,11 @@ def _values(section: Any) -> dict:
             raise ConfigError("[[values.custom]]: \"Relevance\" is reserved for the judge")
         return {"composition": "custom", "kind": "schwartz", "custom": values}
     name = section.get("composition", "harmlessness")
+    if not isinstance(name, str):
+        raise ConfigError(f"values.composition must be a string (one composition's name), "
+                          f"got {_kind(name)}; for several values use [[values.custom]]")
     if name not in COMPOSITIONS:
-        raise ConfigError(f"unknown values.composition {name!r}; choose one of: "
+        raise ConfigError(f"unknown values.composition {_show(name)}; choose one of: "
                           f"{', '.join(COMPOSITIONS)} (or [[values.custom]])")
     return {"composition": name, "kind": "hh" if name in HH_COMPOSITIONS else "schwartz",
             "custom": None}
@@ -319,13 +531,23 @@ def _values(section: Any) -> dict:
 def _file(value: Any, key: str, base_dir: Path | None) -> str:
     """A data file path, resolved from the config's folder; it must exist."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"data.{key} must be a file path")
-    path = Path(value).expanduser()
+        raise ConfigError(f"data.{key} must be a file path, got {_show(value)}")
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # "~user" with no such user
+        path = Path(value)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte...
+        found = False
+    if not found:
         raise ConfigError(f"data.{key}: file not found: {path}")
-    return str(path.resolve())
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return str(path.absolute())
 
 
 def _vapo_data(section: dict, base_dir: Path | None) -> dict:
@@ -333,19 +555,19 @@ def _vapo_data(section: dict, base_dir: Path | None) -> dict:
     d = {**VAPO_DATA_DEFAULTS, **section}
     if d["tasks"] is not None:
         d["tasks"] = _file(d["tasks"], "tasks", base_dir)
-    if d["task_type"] not in ("multiple-choice", "free-form"):
-        raise ConfigError('data.task_type must be "multiple-choice" or "free-form"')
-    for key in ("train", "validation", "test"):
-        if d[key] is not None:
-            d[key] = _int(d[key], f"data.{key}", lo=1)
+    if not isinstance(d["task_type"], str) or d["task_type"] not in ("multiple-choice",
+                                                                      "free-form"):
+        raise ConfigError(f'data.task_type must be "multiple-choice" or "free-form", '
+                          f'got {_show(d["task_type"])}')
+    _check_limits(d, VAPO_DATA_LIMITS, "data", optional=("train", "validation", "test"))
     if not isinstance(d["dimension"], str) or not d["dimension"].strip():
-        raise ConfigError("data.dimension must be a non-empty string")
+        raise ConfigError(f"data.dimension must be a non-empty string, got {_show(d['dimension'])}")
     return d
 
 
 def _data(section: Any, base_dir: Path | None, method: str = "drpo") -> dict:
     if not isinstance(section, dict):
-        raise ConfigError("[data] must be a table")
+        raise ConfigError(f"[data] must be a table, got {_kind(section)}")
     if family(method) == "vapo":
         return _vapo_data(section, base_dir)
     if family(method) == "picaco":
@@ -357,26 +579,21 @@ def _data(section: Any, base_dir: Path | None, method: str = "drpo") -> dict:
             out[key] = _file(section[key], key, base_dir)
     flag = section.get("icl_optimized", False)
     if not isinstance(flag, bool):
-        raise ConfigError("data.icl_optimized must be true or false")
+        raise ConfigError(f"data.icl_optimized must be true or false, got {_show(flag)}")
     out["icl_optimized"] = flag
-    if section.get("seed_limit") is not None:
-        out["seed_limit"] = _int(section["seed_limit"], "data.seed_limit", lo=1)
+    out["seed_limit"] = section.get("seed_limit")
+    _check_limits(out, DRPO_DATA_LIMITS, "data", optional=("seed_limit",))
     return out
 
 
 def _gateway(section: Any) -> dict:
     if not isinstance(section, dict):
-        raise ConfigError("[gateway] must be a table")
+        raise ConfigError(f"[gateway] must be a table, got {_kind(section)}")
     _no_unknown(section, set(GATEWAY_DEFAULTS), "gateway")
     g = {**GATEWAY_DEFAULTS, **section}
-    g["concurrency"] = _int(g["concurrency"], "gateway.concurrency", lo=1)
-    g["retries"] = _int(g["retries"], "gateway.retries", lo=0)
-    g["parse_retries"] = _int(g["parse_retries"], "gateway.parse_retries", lo=0)
-    g["backoff"] = _float(g["backoff"], "gateway.backoff", lo=0.0)
-    g["max_backoff"] = _float(g["max_backoff"], "gateway.max_backoff", lo=0.0)
-    g["timeout"] = _float(g["timeout"], "gateway.timeout", lo=0.001)
+    _check_limits(g, GATEWAY_LIMITS, "gateway")
     if not isinstance(g["cache"], bool):
-        raise ConfigError("gateway.cache must be true or false")
+        raise ConfigError(f"gateway.cache must be true or false, got {_show(g['cache'])}")
     return g
 
 
@@ -401,45 +618,79 @@ def _no_unknown(table: dict, allowed: set, where: str) -> None:
     for key in table:
         if key not in allowed:
             place = f"[{where}]" if where else "top level"
-            raise ConfigError(f"unknown key {key!r} in {place}; allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(f"unknown key {_show(key)} in {place}; "
+                              f"allowed: {', '.join(sorted(allowed))}")
 
 
-def _int(value: Any, name: str, lo: int | None = None) -> int:
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as a message shows it: its repr, cut short."""
+    try:
+        text = repr(value)
+    except Exception:  # pragma: no cover - a hostile object passed in from Python
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _kind(value: Any) -> str:
+    """What a TOML value is, for a message: "a list", "a string", ..."""
+    if isinstance(value, bool):
+        return f"a boolean ({_show(value)})"
+    if isinstance(value, (int, float)):
+        return f"a number ({_show(value)})"
+    if isinstance(value, str):
+        return f"a string ({_show(value)})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return f"a date/time ({value.isoformat()})"
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _number(value: Any, name: str, limits: tuple) -> int | float:
+    """A setting checked against (lowest, highest): a whole number if the limits are ints."""
+    lo, hi = limits
+    if isinstance(hi, int):
+        return _int(value, name, lo=lo, hi=hi)
+    return _float(value, name, lo=lo, hi=hi)
+
+
+def _int(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        raise ConfigError(f"{name} must be a whole number, got {_show(value)}")
     if lo is not None and value < lo:
-        raise ConfigError(f"{name} must be at least {lo}, got {value}")
+        raise ConfigError(f"{name} must be at least {lo}, got {_show(value)}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{name} must be at most {hi:,}, got {_show(value)}")
     return value
 
 
 def _float(value: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {_show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {_show(value)}")
+    # ints compare exactly (a huge one never reaches float(), which would overflow)
     if lo is not None and value < lo:
-        raise ConfigError(f"{name} must be at least {lo}, got {value}")
+        raise ConfigError(f"{name} must be at least {lo:g}, got {_show(value)}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{name} must be at most {hi}, got {value}")
-    return float(value)
+        raise ConfigError(f"{name} must be at most {hi:g}, got {_show(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"{name} is too large, got {_show(value)}") from None
 
 
 def _opt_str(value: Any, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string")
+        raise ConfigError(f"{name} must be a string, got {_show(value)}")
     return value
 
 
-def _table(value: Any, name: str) -> dict:
-    if not isinstance(value, dict):
-        raise ConfigError(f"[{name}] must be a table")
+def _string(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {_show(value)}")
     return value
-
-
-def _reject_secret_values(role_cfg: dict, role: str) -> None:
-    """Keys belong in the environment; refuse a config that carries one inline."""
-    for key in role_cfg["extra"]:
-        if re.search(r"api_?key|secret|password|access_token|^token$", key.lower()):
-            raise ConfigError(
-                f"[models.{role}.extra] {key}: put secrets in an environment variable and name "
-                f"it with api_key_env; sessions never store keys")

@@ -63,11 +63,24 @@ def short(text: str, limit: int = 40) -> str:
     return repr(text)
 
 
+# Upper bounds on a data file: far above any search's needs, low enough that a session's
+# set-up (which keeps the data in the session) stays within a second.
+MAX_FILE_BYTES = 256 * 2 ** 20
+MAX_RECORDS = 100_000
+
+
+def _check_count(name: str, count: int) -> None:
+    if count > MAX_RECORDS:
+        raise ConfigError(f"{name}: {count:,} records; at most {MAX_RECORDS:,} are accepted")
+
+
 def read_text(path: str | Path) -> str:
     """A data file's text: UTF-8 with an optional BOM (stripped); anything else is a ConfigError."""
     p = Path(path)
     name = show_path(p)
     try:
+        if p.is_file() and p.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"{name}: the file is larger than {MAX_FILE_BYTES // 2 ** 20} MiB")
         data = p.read_bytes()
     except IsADirectoryError:
         raise ConfigError(f"{name}: is a directory, not a data file") from None
@@ -207,17 +220,25 @@ def read_records(path: str | Path) -> tuple[str, Any]:
         raise ConfigError(f"{name}: the file is empty")
     suffix = p.suffix.lower()
     if suffix == ".txt":
-        return "rows", [(f"{name}:{i}", line.strip())
-                        for i, line in enumerate(_lines(text), 1) if line.strip()]
+        rows = [(f"{name}:{i}", line.strip()) for i, line in enumerate(_lines(text), 1)
+                if line.strip()]
+        _check_count(name, len(rows))
+        return "rows", rows
     if suffix == ".jsonl":
         rows = []
         for i, line in enumerate(_lines(text), 1):
             if line.strip():
                 rows.append((f"{name}:{i}", parse_json(line, f"{name}:{i}")))
+                _check_count(name, len(rows))
         return "rows", rows
     if suffix == ".csv":
-        return "rows", read_csv(p, text)
-    return "json", parse_json(text, name)
+        rows = read_csv(p, text)
+        _check_count(name, len(rows))
+        return "rows", rows
+    data = parse_json(text, name)
+    if isinstance(data, (list, dict)):
+        _check_count(name, len(data))
+    return "json", data
 
 
 def json_items(path: Path, data: Any, expected: str) -> list[tuple[str, Any]]:

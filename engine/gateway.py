@@ -229,9 +229,13 @@ class Gateway:
         return {"usage": {r: u.to_dict() for r, u in self.usage.items()}, "next_id": self._next_id}
 
     def import_state(self, state: dict) -> None:
-        for role, data in state.get("usage", {}).items():
-            self.usage[role] = RoleUsage(**data)
-        self._next_id = state.get("next_id", 0)
+        fields = set(RoleUsage().__dict__)
+        for role, data in (state.get("usage") or {}).items():
+            if role in self.usage and isinstance(data, dict):
+                self.usage[role] = RoleUsage(**{k: v for k, v in data.items()
+                                                if k in fields and isinstance(v, (int, float))})
+        next_id = state.get("next_id", 0)
+        self._next_id = next_id if isinstance(next_id, int) else 0
 
     def close(self) -> None:
         if self._cache is not None:
@@ -367,13 +371,13 @@ class Gateway:
         if not cfg.get("model"):
             return [], f"no model configured for role {role!r}"
         kwargs: dict[str, Any] = {
+            **cfg.get("extra", {}),  # first: the engine's own keys below always win
             "model": cfg["model"], "messages": messages, "temperature": cfg["temperature"],
             "max_tokens": cfg["max_tokens"], "n": n,
             "timeout": cfg.get("timeout") or self.settings["timeout"],
             "num_retries": 0, "max_retries": 0,
             # providers that accept a seed get one derived from the session's seed
             "seed": (self.seed * 1_000_003 + sample * 7919 + attempt) % (2 ** 31),
-            **cfg.get("extra", {}),
         }
         if n == 1:
             kwargs.pop("n")

@@ -36,6 +36,10 @@ class NoModelError(RuntimeError):
     pass
 
 
+class SessionStateError(ValueError):
+    """A stored session whose method state this version cannot resume (one line)."""
+
+
 def make_method(cfg: dict, state: dict | None = None):
     kind = family(cfg["method"])
     if kind == "drpo":
@@ -96,6 +100,8 @@ class Runner:
         cfg = session["config"]
         self.tree = Tree.from_dict(session["tree"])
         self.method = make_method(cfg, session["method_state"])
+        if session["method_state"]:
+            self._check_state()
         self.gateway = Gateway(cfg["models"], cfg["gateway"], cache_dir=cache_dir,
                                seed=cfg["random_seed"], on_event=self._on_call_event)
         self.gateway.import_state(session.get("gateway", {}))
@@ -125,10 +131,8 @@ class Runner:
         runner.method.setup(runner.ctx, inputs)
         session["planned_calls"] = runner.method.plan()
         try:
-            try:  # TEMP-GUARD
-                from .config import check_plan
-            except ImportError:  # TEMP-GUARD
-                check_plan = lambda plan, allow: None  # noqa: E731  TEMP-GUARD
+            from .config import check_plan
+
             check_plan(session["planned_calls"], allow_large)
         except BaseException:
             runner.gateway.close()
@@ -137,6 +141,22 @@ class Runner:
                     planned_calls=session["planned_calls"])
         runner.save()
         return runner
+
+    def _check_state(self) -> None:
+        """Read what every step reads, so a hand-edited or damaged state fails here, in one
+        line, rather than in the middle of a step."""
+        try:
+            self.method.describe_next()
+            self.method.level_key()
+            _ = self.method.done, getattr(self.method, "blocked", None)
+            self.method.best_node(Context(self))
+            self.method.final_node(Context(self))
+            if getattr(self.method, "plan_is_bound", False):
+                self.method.plan_remaining(Context(self))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise SessionStateError(
+                f"session {self.session.get('id')} has a method state this version cannot "
+                f"resume ({type(exc).__name__}: {exc})") from None
 
     # ------------------------------------------------------------------ events & saving
 

@@ -491,3 +491,13 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(
         "queries.jsonl: not UTF-8 text (byte 0xff at offset 16)"), proc.stderr
+
+
+def test_a_file_with_too_many_records_is_one_line(tmp_path):
+    from engine.datasets import MAX_RECORDS, load_seed_queries
+
+    path = tmp_path / "many.txt"
+    path.write_text("".join(f"query {i}\n" for i in range(MAX_RECORDS + 1)), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_seed_queries(str(path))
+    assert "at most 100,000" in str(info.value) and "\n" not in str(info.value)

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 from sessions.export import export
 from sessions.store import (SCHEMA_VERSION, CorruptSession, SessionLocked, SessionNotFound,
-                            SessionStore, StoreError)
+                            SessionStore, StoreError, StoreUnavailable)
 
 
 def sample_session(session_id="abc123"):
@@ -28,7 +28,10 @@ def sample_session(session_id="abc123"):
     }
     return {
         "schema": SCHEMA_VERSION, "id": session_id, "name": "t", "method": "drpo",
-        "config": {"method": "drpo", "models": {}}, "status": "paused", "steps": 2,
+        "config": {"method": "drpo", "random_seed": 0,
+                   "models": {"base": {"model": "openai/x"}, "optimizer": {"model": None}},
+                   "search": {"beam_width": 2}, "data": {}, "gateway": {"retries": 0}},
+        "status": "paused", "steps": 2,
         "created": 1.0, "updated": 2.0,
         "tree": {"nodes": nodes, "roots": ["n0"], "next_id": 2},
         "method_state": {"final": None, "icl_final": {}}, "events": [{"kind": "x", "step": 0}],
@@ -120,7 +123,7 @@ def test_crash_during_write_leaves_previous_version(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreUnavailable, match="disk full"):  # one line, not an OSError
         store.save(session)
     monkeypatch.undo()
     assert store.load("abc123")["steps"] == 2

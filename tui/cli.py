@@ -208,7 +208,7 @@ def cmd_run(args) -> int:
     from engine.config import ConfigError, load_config
     from engine.datasets import load_inputs
     from engine.gateway import CacheUnavailable
-    from engine.runner import NoModelError, Runner
+    from engine.runner import NoModelError, Runner, SessionStateError
     from sessions.store import SessionStore, StoreError
 
     if args.steps is not None and args.steps < 1:
@@ -245,7 +245,7 @@ def cmd_run(args) -> int:
         _err(str(exc))
         store.close()
         return EXIT_CONFIG
-    except (StoreError, CacheUnavailable) as exc:
+    except (StoreError, CacheUnavailable, SessionStateError) as exc:
         _err(str(exc))
         store.close()
         return EXIT_STORE

@@ -631,9 +631,10 @@ class DRPO:
             current_phase = pi == s["phase_index"]
             if phase == "icl":
                 first = s["example"] if current_phase else 0
+                whole = self._search_calls("icl")
                 for e in range(first, len(s["data"]["icl"])):
                     one = (self._current_search_remaining(ctx) if current_phase and e == first
-                           else self._search_calls("icl"))
+                           else whole)
                     for role in calls:
                         calls[role] += one[role]
                     queries.append(s["data"]["icl"][e][0])

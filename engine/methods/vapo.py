@@ -152,7 +152,8 @@ class VAPO:
 
     def expansion_calls(self) -> dict[str, int]:
         """Calls of one expansion (expand_width children)."""
-        k, b = self.search["expand_width"], self.search["batch_size"]
+        k = self.search["expand_width"]
+        b = min(self.search["batch_size"], len(self.state["split"]["train"]))  # as _batches
         v = len(self.state["split"]["validation"])
         return {"base": k * (b + v), "optimizer": 2 * k,
                 "evaluator": 0 if self.multiple_choice else k * (b + v)}
