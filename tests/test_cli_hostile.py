@@ -202,3 +202,16 @@ def test_a_plan_over_the_limit_needs_allow_large(tmp_path, fake_server, allow):
         assert "--allow-large" in line
         assert not (tmp_path / "s" / "sessions").exists() or \
             not list((tmp_path / "s" / "sessions").glob("*.json"))
+
+
+def test_a_broken_response_cache_is_a_store_error(tmp_path, fake_server):
+    store = tmp_path / "s"
+    cfg = write_config(tmp_path / "c.toml", fake_server.base_url,
+                       search={"beam_width": 1, "samples_per_state": 1, "depth": 1})
+    first = cli("run", cfg, "--store", store, "--steps", 1, "--json")
+    session = json.loads(first.stdout)["session"]
+    saved = (store / "sessions" / f"{session}.json").read_bytes()
+    (store / "cache" / "cache.db").write_bytes(b"this is not a database" * 100)
+    line = one_line_error(cli("run", "--session", session, "--store", store), 3)
+    assert "cache" in line
+    assert (store / "sessions" / f"{session}.json").read_bytes() == saved
