@@ -75,7 +75,8 @@ def idle(screen):
 def test_safe_text_never_markup_and_no_escapes():
     text = safe("[bold red]x[/] \x1b[2Jcleared \x1b]0;t\x07")
     assert text.plain == "[bold red]x[/] cleared "
-    assert strip_escapes("a\x1b[31mb\x9bc") == "abc"
+    # an 8-bit CSI (\x9b) takes its parameters and final byte with it, like the 7-bit one
+    assert strip_escapes("a\x1b[31mb\x9b31mc\x9b") == "abc"
 
 
 def test_keys_step_prune_accept(tmp_path, fake_server, fake_key):
@@ -285,7 +286,9 @@ def test_a_2000_node_session_opens_and_stays_fluid(tmp_path, monkeypatch):
         "tree": tree.to_dict(),
         "method_state": {"data": {"seed": ["q"], "icl": []}, "phases": ["prompt"],
                          "phase_index": 0, "stage": "expand", "example": 0, "level": 7,
-                         "levels": [], "aspect_cache": {}, "icl_final": {}, "retrieval": {},
+                         # the state a resume reads: the last level's record
+                         "levels": [{"level": 7, "query": "q", "beam": [root["id"]],
+                                     "children": [root["id"]]}], "aspect_cache": {}, "icl_final": {}, "retrieval": {},
                          "roots": {"prompt": root["id"]}, "final": None, "done": False},
         "events": [], "call_log": [], "gateway": {}, "planned_calls": {}, "accepted": None,
     }

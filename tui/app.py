@@ -1,8 +1,9 @@
 """The Textual workbench: session browser and the live search tree of one session.
 
 Engine work runs on `EngineThread` (its own event loop); this module only renders
-snapshots and sends the person's commands. Model text is always shown through
-`tui.text.safe` (plain Text, escapes stripped), never as markup.
+snapshots and sends the person's commands. Model, provider, data-file and session text is
+always shown through `tui.text.safe` (plain Text, escapes stripped), never as markup;
+notifications go through `toast` (markup off, escapes stripped).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from engine.config import family
 
 from . import views
 from .engine_thread import EngineThread
-from .text import head, safe
+from .text import head, number, one_line, safe, strip_escapes
 
 KEYS = [
     ("space", "one step"), ("L", "one level / iteration"), ("r", "run to the end"),
@@ -36,6 +37,7 @@ KEYS = [
     ("c", "edit the selected node's critique"), ("g", "regenerate a child from the critique"),
     ("n", "new hand-written prompt under the selected node"), ("a", "accept the selected node"),
     ("o", "export the selected node (markdown file)"), ("d", "diff with the parent"),
+    ("R", "retry the selected failed node (on a root: every failed node)"),
     ("l", "show / hide the log"), ("?", "help"), ("ctrl+p", "command palette"),
     ("q", "quit (the session is saved either way)"),
 ]
@@ -50,6 +52,7 @@ WORKBENCH_COMMANDS = [
     ("n", "new hand-written prompt under the selected node", "new_prompt"),
     ("a", "accept the selected node", "accept"), ("o", "export the selected node", "export"),
     ("d", "diff with the parent", "diff"), ("l", "show / hide the log", "toggle_log"),
+    ("R", "retry failed nodes (the selected one; on a root: every one)", "retry"),
 ]
 
 ICONS = {"root": "◆", "beam": "●", "best": "★", "expanded": "○", "pruned": "⌀",
@@ -58,6 +61,20 @@ ICONS = {"root": "◆", "beam": "●", "best": "★", "expanded": "○", "pruned
 
 def settings_path(store_root: Path) -> Path:
     return Path(store_root) / "settings.json"
+
+
+TOAST_CHARS = 600
+
+
+def toast(target, message: object, *, severity: str = "information",
+          timeout: float | None = None) -> None:
+    """A notification whose text is shown literally: terminal escapes removed, markup off
+    (Textual 8 parses a notification's message as content markup by default), cut to a
+    readable length. `target`: the app or any widget / screen."""
+    text = strip_escapes("" if message is None else str(message)).strip()
+    if len(text) > TOAST_CHARS:
+        text = text[: TOAST_CHARS - 1] + "…"
+    target.notify(text or "(no message)", severity=severity, timeout=timeout, markup=False)
 
 
 # ----------------------------------------------------------------------------- modals
@@ -89,7 +106,7 @@ class EditScreen(ModalScreen[str | None]):
     def __init__(self, title: str, text: str = ""):
         super().__init__()
         self.title_text = title
-        self.text = text
+        self.text = strip_escapes(text or "")  # model text: no terminal escapes in the editor
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -286,6 +303,10 @@ class NewSessionScreen(ModalScreen[dict | None]):
         except ConfigError as exc:
             self.query_one("#plan", Static).update(safe(f"✗ {exc}", style="red"))
             return
+        except Exception as exc:  # a data file the readers did not expect: shown, not raised
+            self.query_one("#plan", Static).update(
+                safe(f"✗ {type(exc).__name__}: {exc}", style="red"))
+            return
         self.query_one("#preview", Static).update(self.preview(inputs))
         plan = plan_calls(cfg, inputs)
         bound = " at most" if self.family == "vapo" else ""
@@ -299,7 +320,10 @@ class NewSessionScreen(ModalScreen[dict | None]):
         try:
             cfg, inputs = self.build()
         except ConfigError as exc:
-            self.notify(str(exc), severity="error")
+            toast(self, exc, severity="error")
+            return
+        except Exception as exc:
+            toast(self, f"{type(exc).__name__}: {exc}", severity="error")
             return
         self.dismiss({"config": cfg, "inputs": inputs})
 
@@ -325,22 +349,58 @@ class BrowserScreen(Screen):
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, dict] = {}  # row key (session id) -> the store's summary
+
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("id", "name", "method", "status", "steps", "best", "cost", "last change")
         self.reload()
 
+    @staticmethod
+    def _when(updated) -> str:
+        try:
+            return time.strftime("%Y-%m-%d %H:%M", time.localtime(updated))
+        except (TypeError, ValueError, OverflowError, OSError):
+            return "?"
+
+    def _cells(self, row: dict) -> tuple:
+        """The table cells of one row, all plain Text (a str cell would be read as markup)."""
+        if row.get("status") == "corrupt":
+            return (safe(row.get("id")), safe(one_line(row.get("error"), 70), style="red"),
+                    safe("?"), safe("corrupt", style="red"), safe(""), safe(""), safe(""),
+                    safe(self._when(row.get("updated"))))
+        return (safe(row["id"]), safe(one_line(row.get("name"), 40)), safe(row["method"]),
+                safe(row["status"]), safe(number(row["steps"], "d")),
+                safe(number(row.get("best_reward"))), safe("$" + number(row.get("cost", 0), ".4f")),
+                safe(self._when(row.get("updated"))))
+
     def reload(self) -> None:
+        """List the store's sessions; a file that cannot be read is a "corrupt" row with its
+        error (nothing is moved or rewritten), and no row can stop the others from showing."""
         table = self.query_one(DataTable)
         table.clear()
-        for row in self.app.store.list():
-            if row["status"] == "corrupt":
-                table.add_row(row["id"], "", "?", "corrupt", "", "", "", "", key=row["id"])
+        self.rows = {}
+        try:
+            rows = self.app.store.list()
+        except Exception as exc:  # the store folder itself cannot be read
+            toast(self, f"cannot list the sessions: {exc}", severity="error", timeout=10)
+            return
+        for row in rows:
+            if not isinstance(row, dict):
                 continue
-            best = "—" if row["best_reward"] is None else f"{row['best_reward']:.2f}"
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["updated"]))
-            table.add_row(row["id"], safe(row["name"]), row["method"], row["status"],
-                          str(row["steps"]), best, f"${row['cost']:.4f}", when, key=row["id"])
+            key = strip_escapes(str(row.get("id", "")))
+            if not key or key in self.rows:
+                continue
+            try:
+                cells = self._cells(row)
+            except Exception as exc:  # a summary of an unexpected shape
+                row = {"id": key, "status": "corrupt", "updated": row.get("updated"),
+                       "error": f"unreadable summary ({type(exc).__name__}: {exc})"}
+                cells = self._cells(row)
+            self.rows[key] = row
+            table.add_row(*cells, key=key)
 
     def _selected(self) -> str | None:
         table = self.query_one(DataTable)
@@ -348,9 +408,18 @@ class BrowserScreen(Screen):
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
+    def _corrupt(self, session_id: str, doing: str) -> bool:
+        """True (and the error shown) when the row is a file that cannot be read."""
+        row = self.rows.get(session_id, {})
+        if row.get("status") != "corrupt":
+            return False
+        toast(self, f"cannot {doing} {session_id}: {one_line(row.get('error'), 300)}",
+              severity="error", timeout=10)
+        return True
+
     def action_open(self) -> None:
         session_id = self._selected()
-        if session_id:
+        if session_id and not self._corrupt(session_id, "open"):
             self.app.push_screen(WorkbenchScreen(session_id))
 
     @on(DataTable.RowSelected)
@@ -366,15 +435,15 @@ class BrowserScreen(Screen):
             if yes:
                 try:
                     self.app.store.delete(session_id)
-                    self.notify(f"deleted session {session_id}")
+                    toast(self, f"deleted session {session_id}")
                 except Exception as exc:  # locked by another process, etc.
-                    self.notify(str(exc), severity="error")
+                    toast(self, exc, severity="error")
                 self.reload()
         self.app.push_screen(ConfirmScreen(f"Delete session {session_id}? This cannot be undone."), done)
 
     def action_export(self) -> None:
         session_id = self._selected()
-        if session_id:
+        if session_id and not self._corrupt(session_id, "export"):
             self.app.export_session(session_id, None)
 
     def action_new(self) -> None:
@@ -389,24 +458,24 @@ class BrowserScreen(Screen):
         try:
             session_id = await app.engine.run(app.create_session(spec))
         except Exception as exc:
-            self.notify(safe(str(exc)).plain, severity="error")
+            toast(self, exc, severity="error")
             return
         self.reload()
         app.push_screen(WorkbenchScreen(session_id))
 
     def action_rename(self) -> None:
         session_id = self._selected()
-        if not session_id:
+        if not session_id or self._corrupt(session_id, "rename"):
             return
 
         def done(name: str | None) -> None:
             if name is None:
                 return
             try:
-                self.app.rename_session(session_id, name.strip().splitlines()[0] if name.strip() else "")
-                self.notify(f"renamed {session_id}")
+                self.app.rename_session(session_id, one_line(name, 200))
+                toast(self, f"renamed {session_id}")
             except Exception as exc:
-                self.notify(str(exc), severity="error")
+                toast(self, exc, severity="error")
             self.reload()
         self.app.push_screen(EditScreen(f"Name of session {session_id}", ""), done)
 
@@ -435,6 +504,7 @@ class WorkbenchScreen(Screen):
         Binding("l", "toggle_log", "log", priority=True),
         Binding("question_mark", "app.push_screen('help')", "help", priority=True),
         Binding("q", "quit", "quit", priority=True),
+        Binding("R", "retry", "retry", priority=True),
     ]
 
     def __init__(self, session_id: str):
@@ -490,8 +560,8 @@ class WorkbenchScreen(Screen):
         try:
             self.runner = await app.engine.run(app.open_runner(self.session_id, self._from_engine))
         except Exception as exc:
-            self.notify(f"cannot open session {self.session_id}: {exc}", severity="error",
-                        timeout=10)
+            toast(self.app, f"cannot open session {self.session_id}: {exc}", severity="error",
+                  timeout=10)
             self.app.pop_screen()
             return
         await self.refresh_view()
@@ -517,14 +587,17 @@ class WorkbenchScreen(Screen):
             if payload.get("error"):
                 line += f" ERROR {payload['error']}"
         elif kind != "call_started":
-            line = f"{event['actor']} {kind} {event.get('node') or ''} " + json.dumps(
-                payload, ensure_ascii=False, default=str)[:300]
+            try:
+                shown = json.dumps(payload, ensure_ascii=False, default=str)[:300]
+            except (TypeError, ValueError):  # a circular or odd payload: still one log line
+                shown = repr(payload)[:300]
+            line = f"{event.get('actor')} {kind} {event.get('node') or ''} " + shown
         else:
             return
         log.write(safe(line))
         if kind in ("node_failed",):
-            self.notify(safe(f"node {event.get('node')} failed: {payload.get('error')}").plain,
-                        severity="warning")
+            toast(self, f"node {event.get('node')} failed: {payload.get('error')}",
+                  severity="warning")
         if kind in ("step_finished", "node_scored", "node_added", "node_failed", "beam",
                     "warning") and not self._refresh_pending:
             self._refresh_pending = True
@@ -532,19 +605,33 @@ class WorkbenchScreen(Screen):
 
     def _scheduled_refresh(self) -> None:
         self._refresh_pending = False
-        self.run_worker(self.refresh_view(), group="refresh", exclusive=True)
+        self.run_worker(self.refresh_view, group="refresh", exclusive=True, exit_on_error=False)
 
     # ------------------------------------------------------------------ rendering
 
     async def refresh_view(self) -> None:
+        """A new snapshot from the engine, rendered. Never raises: a session whose contents
+        cannot be shown keeps the workbench up and says why."""
         if self.runner is None:
             return
         app: PromptArborApp = self.app  # type: ignore[assignment]
-        self.snap = await app.engine.run(app.view_of(self.runner))
-        self._prepare_pool_select()
-        self._render_tree()
-        self._render_status()
+        try:
+            self.snap = await app.engine.run(app.view_of(self.runner))
+            self._prepare_pool_select()
+            self._render_tree()
+            self._render_status()
+        except Exception as exc:
+            self._render_failed("the view", exc)
+            return
         self._render_detail()
+
+    def _render_failed(self, what: str, exc: Exception) -> None:
+        message = f"cannot show {what}: {type(exc).__name__}: {exc}"
+        try:
+            self.query_one(RichLog).write(safe(message, style="red"))
+        except Exception:
+            pass
+        toast(self, message, severity="error", timeout=8)
 
     def _prepare_pool_select(self) -> None:
         """PICACO sessions: fill the prompt chooser of the Response tab once."""
@@ -552,7 +639,7 @@ class WorkbenchScreen(Screen):
         if self.snap["family"] != "picaco" or select.display:
             return
         prompts = self.snap["session"]["method_state"]["prompts"]
-        select.set_options([(Text(f"{i + 1}. {head(p, 70)}"), i) for i, p in enumerate(prompts)])
+        select.set_options([(safe(f"{i + 1}. {head(p, 70)}"), i) for i, p in enumerate(prompts)])
         select.value = 0
         select.display = True
 
@@ -589,7 +676,7 @@ class WorkbenchScreen(Screen):
             icon = ICONS["open"]
         else:
             icon = ICONS["expanded"]
-        reward = "  —  " if node["reward"] is None else f"{node['reward']:.2f}"
+        reward = "  —  " if node["reward"] is None else number(node["reward"])
         text = node["text"] if node["text"] else ("(failed)" if node["status"] == "failed"
                                                   else "(writing…)")
         if node["meta"].get("phase") == "icl" and node["kind"] == "root":
@@ -648,27 +735,31 @@ class WorkbenchScreen(Screen):
                            f"{usage.get(r, {}).get('tokens_out', 0)} tok"
                            f" ${usage.get(r, {}).get('cost', 0.0):.3f})"
                            for r in ("base", "optimizer", "evaluator"))
-        title = Text(f"PromptArbor ─ session {snap['id']} {snap['name']!s} ─ {snap['method']} ─ "
-                     f"base: {snap['models']['base']} ─ ● {state}")
+        title = safe(f"PromptArbor ─ session {snap['id']} {one_line(snap['name'], 60)} ─ "
+                     f"{snap['method']} ─ base: {snap['models']['base']} ─ ● {state}")
         self.query_one("#title", Static).update(title)
-        line = Text(f"{snap['next']}   steps {s['steps']}   calls {done_calls}/{planned}   "
-                    f"{roles}   ${s['cost']:.4f}")
+        line = safe(f"{snap['next']}   steps {s['steps']}   calls {done_calls}/{planned}   "
+                    f"{roles}   ${number(s['cost'], '.4f')}")
         ev = s.get("evaluation")
         if ev and (ev.get("final") is not None or ev.get("root") is not None):
-            def num(v):
-                return "—" if v is None else f"{v:.2f}"
-            line.append(f"   evaluation ({ev['metric']}): root {num(ev.get('root'))} → final "
-                        f"{num(ev.get('final'))}", style="bold")
+            line.append_text(safe(f"   evaluation ({ev['metric']}): root {number(ev.get('root'))}"
+                                  f" → final {number(ev.get('final'))}", style="bold"))
         self.query_one("#status", Static).update(line)
         spark = self.query_one(Sparkline)
         spark.data = list(snap["best_per_level"]) or [0.0]
 
     def _render_detail(self) -> None:
+        try:
+            self._render_detail_tabs()
+        except Exception as exc:  # a node whose contents cannot be shown: say so, stay up
+            self._render_failed(f"node {self.selected}", exc)
+
+    def _render_detail_tabs(self) -> None:
         if not self.snap or self.selected not in self.snap["nodes"]:
             return
         node = self.snap["nodes"][self.selected]
         detail = node.get("detail", {})
-        header = Text(f"{node['id']} · {node['kind']} · {node['status']}"
+        header = safe(f"{node['id']} · {node['kind']} · {node['status']}"
                       f"{' · accepted' if node['accepted'] else ''}\n\n", style="bold")
         prompt = header.copy()
         prompt.append_text(safe(node["text"]))
@@ -691,10 +782,10 @@ class WorkbenchScreen(Screen):
         for col in ("call", "role", "purpose", "tokens", "cost", "latency", "error"):
             calls.add_column(col)
         for record in self.snap["calls"].get(node["id"], []):
-            calls.add_row(record["id"], record["role"], record["purpose"],
-                          f"{record['tokens_in']}→{record['tokens_out']}",
-                          f"${record['cost']:.5f}",
-                          "cached" if record["cached"] else f"{record['latency']:.2f}s",
+            calls.add_row(safe(record["id"]), safe(record["role"]), safe(record["purpose"]),
+                          safe(f"{record['tokens_in']}→{record['tokens_out']}"),
+                          safe("$" + number(record["cost"], ".5f")),
+                          safe("cached" if record["cached"] else number(record["latency"]) + "s"),
                           safe(record.get("error") or ""))
         self.query_one("#calls", Static).update(calls)
 
@@ -717,24 +808,32 @@ class WorkbenchScreen(Screen):
 
     # ------------------------------------------------------------------ actions
 
-    def _engine_job(self, coro_factory, message: str | None = None, long: bool = False) -> None:
+    def _engine_job(self, coro_factory, message=None, long: bool = False) -> None:
+        """Run `coro_factory()` on the engine thread; then `message` (a text, or a function
+        of the coroutine's result giving one) as a notification, and a refresh."""
         if self.runner is None:
             return
         if self.busy:
-            self.notify("the engine is busy; press p to pause", severity="warning")
+            toast(self, "the engine is busy; press p to pause", severity="warning")
             return
         self.busy = True
-        self._render_status() if self.snap else None
+        if self.snap:
+            try:
+                self._render_status()
+            except Exception:
+                pass
         self.run_worker(self._job(coro_factory, message), group="engine", exit_on_error=False)
 
     async def _job(self, coro_factory, message) -> None:
         app: PromptArborApp = self.app  # type: ignore[assignment]
         try:
-            await app.engine.run(coro_factory())
+            result = await app.engine.run(coro_factory())
+            if callable(message):
+                message = message(result)
             if message:
-                self.notify(message)
+                toast(self, message)
         except Exception as exc:
-            self.notify(safe(str(exc)).plain, severity="error", timeout=8)
+            toast(self, exc, severity="error", timeout=8)
         finally:
             self.busy = False
             await self.refresh_view()
@@ -751,11 +850,11 @@ class WorkbenchScreen(Screen):
     def action_pause(self) -> None:
         if self.runner is not None:
             self.runner.pause()
-            self.notify("pausing after the step in flight")
+            toast(self, "pausing after the step in flight")
 
     def _node(self) -> dict | None:
         if not self.snap or self.selected not in self.snap["nodes"]:
-            self.notify("select a node first", severity="warning")
+            toast(self, "select a node first", severity="warning")
             return None
         return self.snap["nodes"][self.selected]
 
@@ -778,6 +877,32 @@ class WorkbenchScreen(Screen):
         if node is not None:
             self._engine_job(lambda: self.runner.regenerate(node["id"]),
                              f"regenerated a child of {node['id']}")
+
+    def action_retry(self) -> None:
+        """R: re-send the calls of the selected failed node; on a root that has not failed,
+        of every failed node. The plan grows by the calls re-sent."""
+        node = self._node()
+        if node is None:
+            return
+        if node["status"] == "failed":
+            target = node["id"]
+        elif node["parent"] is None:
+            if not any(n["status"] == "failed" for n in self.snap["nodes"].values()):
+                toast(self, "no failed node to retry")
+                return
+            target = None
+        else:
+            toast(self, f"node {node['id']} has not failed (status {node['status']}); select a "
+                  f"failed node (✗), or a root to retry every failed node", severity="warning")
+            return
+
+        def done(retried) -> str:
+            ids = list(retried or [])
+            if not ids:
+                return "nothing was retried"
+            shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+            return f"retried {len(ids)} failed node{'s' if len(ids) != 1 else ''}: {shown}"
+        self._engine_job(lambda: self.runner.retry_failed(target), done)
 
     def action_critique(self) -> None:
         node = self._node()
@@ -882,13 +1007,23 @@ class PromptArborApp(App):
     # ------------------------------------------------------------------ engine side
 
     async def open_runner(self, session_id: str, on_event):
-        """(engine thread) lock and load a session, build its runner."""
+        """(engine thread) lock and load a session, build its runner. A file that cannot be
+        read is reported and left where it is (opening it is no reason to move it); the lock
+        is given back when the session cannot be opened."""
         from engine.runner import Runner
 
-        self.store.lock(session_id)
-        session = self.store.load(session_id)
-        runner = Runner(session, store=self.store, cache_dir=self.store.cache_dir,
-                        on_event=on_event)
+        took = self.store.lock(session_id)
+        try:
+            session = self.store.load(session_id, move_aside=False)
+            runner = Runner(session, store=self.store, cache_dir=self.store.cache_dir,
+                            on_event=on_event)
+        except BaseException:
+            if took:
+                try:
+                    self.store.unlock(session_id)
+                except Exception:
+                    pass
+            raise
         self._runners.append(runner)
         return runner
 
@@ -929,7 +1064,7 @@ class PromptArborApp(App):
         if not self.store.lock(session_id):
             raise RuntimeError(f"session {session_id} is open in the workbench; rename it there")
         try:
-            session = self.store.load(session_id)
+            session = self.store.load(session_id, move_aside=False)
             session["name"] = name
             self.store.save(session)
         finally:
@@ -939,13 +1074,15 @@ class PromptArborApp(App):
         from sessions.export import export
 
         try:
-            session = session or self.store.load(session_id)
+            # read-only: a corrupt file is reported, never moved aside
+            session = session or self.store.load(session_id, move_aside=False)
             text = export(session, node_id, "md")
             target = Path.cwd() / f"promptarbor-{session_id}-{node_id or 'final'}.md"
             target.write_text(text, encoding="utf-8")
-            self.notify(f"exported to {target}")
+            toast(self, f"exported to {target}")
         except Exception as exc:
-            self.notify(str(exc), severity="error")
+            toast(self, exc.args[0] if isinstance(exc, KeyError) and exc.args else exc,
+                  severity="error")
 
     def on_unmount(self) -> None:
         for runner in self._runners:

@@ -1,7 +1,9 @@
 """Method-specific parts of the workbench: the Response and Reward tabs, label suffixes.
 
 Each function takes the workbench snapshot and one node and returns something Rich can
-render; all model text goes through `safe` (plain text, escapes stripped).
+render; all model, data and session text goes through `safe` (plain text, escapes
+stripped): a `str` in a Rich table cell or title would be parsed as markup. Numbers read
+from the session go through `number`, so a damaged or hostile value shows as text.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .text import head, safe
+from .text import head, number, safe
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -20,8 +22,8 @@ def label_suffix(snap: dict, node: dict) -> str:
     if not stats:
         return ""
     if snap["family"] == "vapo":
-        u = "" if stats.get("UCT") is None else f" U{stats['UCT']:.2f}"
-        return f"Q{stats['Q']:.2f} N{stats['N']}{u} "
+        u = "" if stats.get("UCT") is None else f" U{number(stats['UCT'])}"
+        return f"Q{number(stats.get('Q'))} N{number(stats.get('N'), 'd')}{u} "
     return ""  # PICACO: the reward shown is TC_e (OPRO: its score)
 
 
@@ -48,11 +50,19 @@ def drpo_reward(snap: dict, node: dict):
     table.add_column("aspect")
     table.add_column("score", justify="right")
     table.add_column("rationale", ratio=1)
-    for aspect, item in detail["scores"].items():
-        table.add_row(safe(aspect), f"{item['score']:g}", safe(item["rationale"]))
-    reasoning = safe("Aspects chosen: " + ", ".join(detail.get("aspects", [])) +
-                     "\nwhy: " + (detail.get("reasoning") or "—") + "\n")
-    total = Text(f"\nR = {node['reward']:.2f} (mean of {len(detail['scores'])} aspects)",
+    scores = detail["scores"]
+    if not isinstance(scores, dict):
+        return safe(f"scores: {scores}")
+    for aspect, item in scores.items():
+        if not isinstance(item, dict):
+            item = {"score": None, "rationale": item}
+        table.add_row(safe(aspect), safe(number(item.get("score"), "g")),
+                      safe(item.get("rationale")))
+    aspects = detail.get("aspects") or []
+    reasoning = safe("Aspects chosen: " + ", ".join(map(str, aspects if isinstance(aspects, list)
+                                                         else [aspects])) +
+                     "\nwhy: " + str(detail.get("reasoning") or "—") + "\n")
+    total = Text(f"\nR = {number(node['reward'])} (mean of {len(scores)} aspects)",
                  style="bold")
     return Group(reasoning, table, total)
 
@@ -64,7 +74,7 @@ def _item(snap: dict, item_id: int) -> dict:
 
 
 def _results_table(snap: dict, results: list[dict], title: str) -> Table:
-    table = Table(title=title, expand=True, title_justify="left")
+    table = Table(title=safe(title), expand=True, title_justify="left")
     table.add_column("", width=1)
     table.add_column("question", ratio=2)
     table.add_column("answer", ratio=2)
@@ -77,7 +87,7 @@ def _results_table(snap: dict, results: list[dict], title: str) -> Table:
         else:
             read = f"{r.get('score', '?')}/5"
         table.add_row(mark, safe(head(item["question"], 90)), safe(head(r.get("response", ""), 90)),
-                      read)
+                      safe(read))
     return table
 
 
@@ -91,7 +101,7 @@ def vapo_response(snap: dict, node: dict):
     for split in ("test",):
         if detail.get(split):
             parts.append(_results_table(snap, detail[split]["results"],
-                                        f"Test answers (metric {detail[split]['value']:.2f})"))
+                                        f"Test answers (metric {number(detail[split]['value'])})"))
     return Group(*parts)
 
 
@@ -104,14 +114,16 @@ def vapo_reward(snap: dict, node: dict):
     else:
         metric = "accuracy" if snap["session"]["method_state"]["task_type"] == "multiple-choice" \
             else "mean judge score mapped to [0, 1]"
-        out.append(f"r = {node['reward']:.3f}  ({metric} on the validation split)\n", style="bold")
+        out.append(f"r = {number(node['reward'], '.3f')}  ({metric} on the validation split)\n",
+                   style="bold")
     if stats:
-        uct = "—" if stats.get("UCT") is None else f"{stats['UCT']:.3f}"
-        out.append(f"Q = {stats['Q']:.3f}   N = {stats['N']}   UCT = {uct}"
-                   f"{'   terminal' if stats.get('terminal') else ''}\n")
+        uct = number(stats.get("UCT"), ".3f")
+        out.append_text(safe(f"Q = {number(stats.get('Q'), '.3f')}   N = {number(stats.get('N'))}"
+                             f"   UCT = {uct}{'   terminal' if stats.get('terminal') else ''}\n"))
     cum = node["meta"].get("cum_rewards") or []
     if cum:
-        out.append("cumulative rewards back-propagated: " + ", ".join(f"{c:.2f}" for c in cum) + "\n")
+        out.append_text(safe("cumulative rewards back-propagated: "
+                             + ", ".join(number(c) for c in cum) + "\n"))
     parts: list = [out]
     failed = [r for r in detail.get("validation", []) if not r.get("correct")]
     if failed:
@@ -125,7 +137,7 @@ def vapo_reward(snap: dict, node: dict):
                              f"{' (no error: guard feedback)' if action.get('guard') else ''}\n",
                              style="bold")
         else:
-            head_text.append(f"{action.get('from', 'feedback')}\n", style="bold")
+            head_text.append_text(safe(f"{action.get('from', 'feedback')}\n", style="bold"))
         parts.append(head_text)
         bad = [a for a in action.get("answers") or [] if not a.get("correct")]
         if bad:
@@ -137,7 +149,7 @@ def vapo_reward(snap: dict, node: dict):
     evaluation = snap["session"]["method_state"].get("evaluation")
     if evaluation and node["id"] in (snap["session"]["method_state"].get("root"),
                                      snap["session"]["method_state"].get("final")):
-        parts.append(Text(f"\nTest {evaluation['metric']}: root {evaluation['root']}, "
+        parts.append(safe(f"\nTest {evaluation['metric']}: root {evaluation['root']}, "
                           f"final {evaluation['final']}", style="bold"))
     return Group(*parts)
 
@@ -162,28 +174,29 @@ def picaco_response(snap: dict, node: dict, prompt: int | None = None):
     parts: list = []
     if not state["aligned"] and not state["noise"]:
         parts.append(Text("the pools are empty: step the noise pool and an E-step"))
-    legend = Text("q_ω columns: " + ", ".join(f"{_short(n)} = {n}" for n in names) +
+    legend = safe("q_ω columns: " + ", ".join(f"{_short(n)} = {n}" for n in names) +
                   "   (q_ω = judge score / 5)", style="dim")
     parts.append(legend)
     shown = [prompt] if prompt is not None else list(range(min(POOL_PROMPTS, len(state["prompts"]))))
     for i in shown:
         key = str(i)
         prompt_text = state["prompts"][i]
-        table = Table(title=f"Prompt {i + 1}: {head(prompt_text, 80)}", title_justify="left", expand=True)
+        table = Table(title=safe(f"Prompt {i + 1}: {head(prompt_text, 80)}"), title_justify="left",
+                      expand=True)
         table.add_column("pool", width=7)
         table.add_column("answer", ratio=3)
         for n in names:
-            table.add_column(_short(n), width=4, justify="right")
+            table.add_column(safe(_short(n)), width=4, justify="right")
         table.add_column("q_φ", width=5, justify="right")
         table.add_column("p_e", width=5, justify="right")
         for j, item in enumerate(state["aligned"].get(key, [])):
             pe = pes.get(key, [])
             table.add_row("aligned", safe(head(item["text"], 70)),
-                          *[f"{item['q'].get(n, 0):.1f}" for n in names],
-                          f"{item['q_phi']:.2f}", f"{pe[j]:.2f}" if j < len(pe) else "—")
+                          *[safe(number(item['q'].get(n, 0), ".1f")) for n in names],
+                          safe(number(item['q_phi'])), safe(number(pe[j]) if j < len(pe) else "—"))
         for item in state["noise"].get(key, []):
             table.add_row("noise", safe(head(item["text"], 70)), *["" for _ in names],
-                          f"{item['q_phi']:.2f}", f"{item['p']:.2f}")
+                          safe(number(item['q_phi'])), safe(number(item['p'])))
         parts.append(table)
     if prompt is None and len(state["prompts"]) > POOL_PROMPTS:
         parts.append(Text(f"… {len(state['prompts']) - POOL_PROMPTS} more prompts: every pool is in "
@@ -197,13 +210,14 @@ def picaco_response(snap: dict, node: dict, prompt: int | None = None):
         for row in evaluation["rows"]:
             table.add_row(safe(head(state["prompts"][row["prompt"]], 60)),
                           safe(head(row["response"], 80)),
-                          " ".join(f"{_short(k)}{v['score']:g}" for k, v in row["scores"].items()))
+                          safe(" ".join(f"{_short(k)}{number(v['score'], 'g')}"
+                                        for k, v in row["scores"].items())))
         parts.append(table)
     return Group(*parts)
 
 
 def _bar(value: float | None, width: int = 20) -> str:
-    if value is None:
+    if not isinstance(value, (int, float)):
         return "—"
     filled = max(0.0, min(1.0, value / 5)) * width
     return "█" * int(filled) + ("▌" if filled - int(filled) >= 0.5 else "")
@@ -216,11 +230,11 @@ def conformity_chart(evaluation: dict) -> Table:
     table.add_column("root", ratio=1)
     table.add_column("final", ratio=1)
     for name, pair in evaluation.get("per_value", {}).items():
-        table.add_row(safe(name), f"{_bar(pair['root'])} {pair['root'] or 0:.2f}",
-                      f"{_bar(pair['final'])} {pair['final'] or 0:.2f}")
+        table.add_row(safe(name), safe(f"{_bar(pair['root'])} {number(pair['root'] or 0)}"),
+                      safe(f"{_bar(pair['final'])} {number(pair['final'] or 0)}"))
     if evaluation.get("root") is not None:
-        table.add_row(Text("overall", style="bold"), f"{evaluation['root']:.2f}",
-                      f"{evaluation['final']:.2f}" if evaluation.get("final") is not None else "—")
+        table.add_row(Text("overall", style="bold"), safe(number(evaluation["root"])),
+                      safe(number(evaluation.get("final"))))
     return table
 
 
@@ -231,28 +245,31 @@ def picaco_reward(snap: dict, node: dict):
     if node["reward"] is None:
         out.append("not scored yet\n")
     elif method == "opro":
-        out.append(f"OPRO score = {node['reward']:.1f}  (mean q_ω × 100 over the prompts)\n", style="bold")
+        out.append(f"OPRO score = {number(node['reward'], '.1f')}  (mean q_ω × 100 over the prompts)\n",
+                   style="bold")
     elif method == "picaco" and node["meta"].get("tc"):
-        out.append(f"TC_e = {node['reward']:.3f}  (Eq. 4 with the current pools; β = {state['beta']})\n",
-                   style="bold")
-        out.append("TC_e after each M-step: " + ", ".join(
-            f"t{t} {v:.3f}" for t, v in sorted(node["meta"]["tc"].items(), key=lambda kv: int(kv[0]))) + "\n")
+        out.append_text(safe(f"TC_e = {number(node['reward'], '.3f')}  (Eq. 4 with the current pools; "
+                             f"β = {state['beta']})\n", style="bold"))
+        out.append_text(safe("TC_e after each M-step: " + ", ".join(
+            f"t{t} {number(v, '.3f')}" for t, v in sorted(node["meta"]["tc"].items(),
+                                                        key=lambda kv: int(kv[0]))) + "\n"))
     else:
-        out.append(f"conformity = {node['reward']:.3f}\n", style="bold")
+        out.append(f"conformity = {number(node['reward'], '.3f')}\n", style="bold")
     if node["meta"].get("best_of"):
-        out.append(f"best instruction of iteration {', '.join(map(str, node['meta']['best_of']))}\n",
-                   style="bold")
+        out.append_text(safe(f"best instruction of iteration "
+                             f"{', '.join(map(str, node['meta']['best_of']))}\n", style="bold"))
     written = node.get("detail", {}).get("written_from")
     if written:
-        out.append(f"written with the hint “{written['technique']}”, shown "
-                   f"{len(written['ladder'])} earlier instruction(s): {', '.join(written['ladder'])}\n")
+        out.append_text(safe(f"written with the hint “{written['technique']}”, shown "
+                             f"{len(written['ladder'])} earlier instruction(s): "
+                             f"{', '.join(map(str, written['ladder']))}\n"))
     parts: list = [out]
     evaluation = state.get("evaluation")
     if evaluation and evaluation.get("root") is not None:
         parts.append(conformity_chart(evaluation))
         if evaluation.get("relevance"):
             rel = evaluation["relevance"]
-            parts.append(Text(f"Schwartz weighting (Eq. 7): overall = mean × relevance / 5; "
+            parts.append(safe(f"Schwartz weighting (Eq. 7): overall = mean × relevance / 5; "
                               f"relevance root {rel['root']}, final {rel['final']}"))
     return Group(*parts)
 
