@@ -44,8 +44,11 @@ def family(method: str) -> str:
     return "drpo"
 
 # Temperatures as the reference codes use them (DESIGN §3).
-DEFAULT_TEMPERATURE = {"base": 0.0, "optimizer": 0.2, "evaluator": 0.0}
-DEFAULT_MAX_TOKENS = {"base": 1024, "optimizer": 1500, "evaluator": 1200}
+DEFAULT_TEMPERATURE = {"base": 0.0, "optimizer": 0.2, "evaluator": 0.0, "judge": 0.0}
+DEFAULT_MAX_TOKENS = {"base": 1024, "optimizer": 1500, "evaluator": 1200, "judge": 1200}
+# The held-out evaluation's judge: its own [models.judge] table over the evaluator's settings
+# (the papers evaluate with a separate, stronger judge; by default the evaluator's model).
+JUDGE_ROLE = "judge"
 
 ROLE_KEYS = {"model", "api_base", "api_key_env", "temperature", "max_tokens", "timeout", "extra"}
 
@@ -121,7 +124,18 @@ GATEWAY_DEFAULTS: dict[str, Any] = {
 }
 
 DATA_KEYS = {"seed", "icl", "icl_optimized", "seed_limit"}
-TOP_KEYS = {"method", "name", "random_seed", "models", "search", "data", "gateway", "values"}
+TOP_KEYS = {"method", "name", "random_seed", "models", "search", "data", "gateway", "values",
+            "eval", "budget"}
+
+# [eval]: the held-out evaluation every method ends with (engine.evaluation).
+EVAL_JUDGES = ("aspects", "accuracy", "conformity", "rubric", "pairwise")
+EVAL_KEYS = {"enabled", "data", "judge", "samples", "limit", "category_field", "query_field",
+             "rubric"}
+EVAL_LIMITS = {
+    "samples": (1, 20),        # k answers per item: the PICACO paper samples 9
+    "limit": (1, 10_000),      # items drawn (seeded) from the eval set
+}
+BUDGET_LIMITS = {"max_usd": (0.0, 1_000_000.0)}
 
 # --------------------------------------------------------------------------- bounds
 #
@@ -216,8 +230,10 @@ def bounds(kind: str) -> dict[str, tuple]:
     out.update({f"search.{k}": v for k, v in SEARCH_LIMITS[kind].items()})
     out.update({f"data.{k}": v for k, v in DATA_LIMITS[kind].items()})
     out.update({f"gateway.{k}": v for k, v in GATEWAY_LIMITS.items()})
-    for role in ("default",) + ROLES:
+    for role in ("default",) + ROLES + (JUDGE_ROLE,):
         out.update({f"models.{role}.{k}": v for k, v in MODEL_LIMITS.items()})
+    out.update({f"eval.{k}": v for k, v in EVAL_LIMITS.items()})
+    out.update({f"budget.{k}": v for k, v in BUDGET_LIMITS.items()})
     return out
 
 
@@ -304,11 +320,85 @@ def _validate(raw: dict, base_dir: Path | None) -> dict:
             cfg["search"]["beta"] = 5.0 if cfg["values"]["kind"] == "hh" else 0.5
     elif "values" in raw:
         raise ConfigError("[values] is for picaco and its baselines")
+    cfg["eval"] = _eval(raw.get("eval", {}), base_dir, method, cfg)
+    cfg["budget"] = _budget(raw.get("budget", {}))
     for role in ROLES:
         if not cfg["models"][role]["model"]:
             cfg["models"][role]["model"] = LOCAL_MODEL
             cfg["local_default"].append(role)
+    judge = cfg["models"][JUDGE_ROLE]
+    if not judge.pop("own_model"):
+        judge["model"] = cfg["models"]["evaluator"]["model"]  # the evaluator's, as filled in
+    elif judge.get("model") is None:
+        judge["model"] = LOCAL_MODEL
     return cfg
+
+
+def default_judge(method: str, task_type: str | None = None) -> str:
+    """The held-out judge a method's end-of-run evaluation uses unless [eval] judge says."""
+    kind = family(method)
+    if kind == "picaco":
+        return "conformity"
+    if kind == "vapo":
+        return "accuracy" if task_type != "free-form" else "rubric"
+    return "aspects"
+
+
+def _eval(section: Any, base_dir: Path | None, method: str, cfg: dict) -> dict:
+    """[eval]: which held-out set, judge and samples the end-of-run evaluation uses."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"[eval] must be a table, got {_kind(section)}")
+    _no_unknown(section, EVAL_KEYS, "eval")
+    kind = family(method)
+    task_type = cfg["data"].get("task_type") if kind == "vapo" else None
+    e = {"enabled": True, "data": None, "judge": None,
+         "samples": 3 if kind == "picaco" else 1, "limit": None, "category_field": None,
+         "query_field": None, "rubric": None, **section}
+    if not isinstance(e["enabled"], bool):
+        raise ConfigError(f"eval.enabled must be true or false, got {_show(e['enabled'])}")
+    _check_limits(e, EVAL_LIMITS, "eval", optional=("limit",))
+    for key in ("category_field", "query_field", "rubric"):
+        e[key] = _opt_str(e[key], f"eval.{key}")
+        if e[key] is not None and not e[key].strip():
+            raise ConfigError(f"eval.{key} must not be empty")
+    judge = e["judge"] if e["judge"] is not None else default_judge(method, task_type)
+    if not isinstance(judge, str) or judge not in EVAL_JUDGES:
+        raise ConfigError(f"eval.judge must be one of {', '.join(EVAL_JUDGES)}, got {_show(judge)}")
+    e["judge"] = judge
+    if kind == "vapo":
+        if e["data"] is not None:
+            raise ConfigError("eval.data: VAPO and PromptAgent evaluate on their task's test "
+                              "split (set data.test to size it)")
+        allowed = ("accuracy",) if task_type != "free-form" else ("rubric", "aspects", "pairwise")
+        if judge not in allowed:
+            raise ConfigError(f"eval.judge {judge!r} does not fit a {task_type or 'multiple-choice'} "
+                              f"task; use {' or '.join(allowed)}")
+        if judge == "rubric" and e["rubric"] is None:
+            e["rubric"] = (f"The answer is aligned with this value: "
+                           f"{cfg['data'].get('dimension') or 'safety and ethics'}.")
+    if kind == "picaco" and judge == "accuracy":
+        raise ConfigError("eval.judge accuracy needs a multiple-choice task; PICACO is judged "
+                          "by conformity (or aspects, rubric, pairwise)")
+    if judge == "conformity" and kind != "picaco":
+        raise ConfigError("eval.judge conformity needs [values]: it is PICACO's judge")
+    if judge == "rubric" and e["rubric"] is None:
+        raise ConfigError('eval.judge "rubric" needs eval.rubric: the criterion, in words')
+    if e["data"] is not None:
+        if not isinstance(e["data"], str) or not e["data"].strip():
+            raise ConfigError(f"eval.data must be a file path or hf:NAME, got {_show(e['data'])}")
+        if not e["data"].startswith("hf:"):
+            e["data"] = _file(e["data"], "data", base_dir, section="eval")
+    return e
+
+
+def _budget(section: Any) -> dict:
+    """[budget] max_usd: a run pauses after the step that reaches it (resuming goes on)."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"[budget] must be a table, got {_kind(section)}")
+    _no_unknown(section, set(BUDGET_LIMITS), "budget")
+    b = {"max_usd": None, **section}
+    _check_limits(b, BUDGET_LIMITS, "budget", optional=("max_usd",))
+    return b
 
 
 # --------------------------------------------------------------------------- sections
@@ -316,10 +406,10 @@ def _validate(raw: dict, base_dir: Path | None) -> dict:
 def _models(section: Any, method: str) -> dict:
     if not isinstance(section, dict):
         raise ConfigError(f"[models] must be a table, got {_kind(section)}")
-    _no_unknown(section, set(ROLES) | {"default"}, "models")
+    _no_unknown(section, set(ROLES) | {"default", JUDGE_ROLE}, "models")
     # each table is checked as written (an error names the table that holds the value)
     tables = {name: _role_table(section.get(name, {}), f"models.{name}")
-              for name in ("default",) + ROLES}
+              for name in ("default",) + ROLES + (JUDGE_ROLE,)}
     out = {}
     for role in ROLES:
         merged = {**tables["default"], **tables[role]}
@@ -332,6 +422,13 @@ def _models(section: Any, method: str) -> dict:
             "timeout": merged.get("timeout"),
             "extra": merged.get("extra", {}),
         }
+    judge = tables[JUDGE_ROLE]
+    out[JUDGE_ROLE] = {**out["evaluator"],
+                       "temperature": DEFAULT_TEMPERATURE[JUDGE_ROLE],
+                       "max_tokens": DEFAULT_MAX_TOKENS[JUDGE_ROLE],
+                       **{k: v for k, v in judge.items()}}
+    out[JUDGE_ROLE].setdefault("extra", {})
+    out[JUDGE_ROLE]["own_model"] = bool(judge.get("model"))
     return out
 
 
@@ -528,10 +625,10 @@ def _values(section: Any) -> dict:
             "custom": None}
 
 
-def _file(value: Any, key: str, base_dir: Path | None) -> str:
+def _file(value: Any, key: str, base_dir: Path | None, section: str = "data") -> str:
     """A data file path, resolved from the config's folder; it must exist."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"data.{key} must be a file path, got {_show(value)}")
+        raise ConfigError(f"{section}.{key} must be a file path, got {_show(value)}")
     try:
         path = Path(value).expanduser()
     except RuntimeError:  # "~user" with no such user
@@ -543,7 +640,7 @@ def _file(value: Any, key: str, base_dir: Path | None) -> str:
     except (OSError, ValueError):  # a name too long, a NUL byte...
         found = False
     if not found:
-        raise ConfigError(f"data.{key}: file not found: {path}")
+        raise ConfigError(f"{section}.{key}: file not found: {path}")
     try:
         return str(path.resolve())
     except (OSError, RuntimeError):

@@ -349,7 +349,8 @@ def load_icl_examples(path: str | None, *, what: str = "ICL examples") -> list[t
 
 
 def load_inputs(cfg: dict) -> dict:
-    """A validated config's inputs for its method (built-in sets where no file is named)."""
+    """A validated config's inputs for its method (built-in sets where no file is named),
+    with the held-out evaluation's items ([eval]; VAPO uses its test split instead)."""
     from .config import family
 
     kind = family(cfg["method"])
@@ -359,6 +360,22 @@ def load_inputs(cfg: dict) -> dict:
         return {"tasks": load_tasks(data["tasks"], data["task_type"])}
     if kind == "picaco":
         from .values import load_picaco_inputs
-        return load_picaco_inputs(cfg)
-    return {"seed": load_seed_queries(data["seed"], data["seed_limit"]),
-            "icl": load_icl_examples(data["icl"])}
+        inputs = load_picaco_inputs(cfg)
+    else:
+        inputs = {"seed": load_seed_queries(data["seed"], data["seed_limit"]),
+                  "icl": load_icl_examples(data["icl"])}
+    inputs.update(load_eval_inputs(cfg))
+    return inputs
+
+
+def load_eval_inputs(cfg: dict) -> dict:
+    """The held-out items a session's end-of-run evaluation uses (none when [eval] is off)."""
+    e = cfg.get("eval") or {}
+    if not e.get("enabled") or "judge" not in cfg.get("models", {}):
+        return {}
+    from .evalsets import load_eval_set
+
+    found = load_eval_set(e["data"], judge=e["judge"], query_field=e.get("query_field"),
+                          category_field=e.get("category_field"), limit=e.get("limit"),
+                          seed=cfg["random_seed"])
+    return {"eval_items": found["items"], "eval_source": found["source"]}

@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from .secrets import Redactor
 
-ROLES = ("base", "optimizer", "evaluator")
+ROLES = ("base", "optimizer", "evaluator", "judge")  # judge: the held-out evaluation's
 
 # A retry of a failed node runs with its retry count here: a structured answer whose
 # earlier attempts were all unparseable (and so cached) is asked again with new attempt
@@ -206,7 +206,7 @@ class Gateway:
         self.settings = settings
         self.seed = seed
         self.on_event = on_event
-        self.usage = {role: RoleUsage() for role in ROLES}
+        self.usage = {role: RoleUsage() for role in ROLES if role in models}
         self.log: list[dict] = []
         self._semaphores: dict[tuple, asyncio.Semaphore] = {}
         self.redactor = Redactor(m.get("api_key_env") for m in models.values())

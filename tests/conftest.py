@@ -39,10 +39,37 @@ def _between(text: str, start: str, end: str = "\n>>>") -> str:
     return text[i:j if j >= 0 else None]
 
 
+def eval_judge(last: str) -> str | None:
+    """Answers of the held-out evaluation's judges (engine/prompts/evaluation.py), or None.
+
+    Scores depend on the answer's text, so a prompt whose answers change gets other scores;
+    answers holding "Tip" or "Guard" or "kind" lines score higher (longer prompts help)."""
+    if "Rate the answer on each aspect" in last:
+        keys = re.findall(r'"([A-Za-z-]+)"', last.split("Its keys are exactly", 1)[1].split(";")[0])
+        answer = _between(last, "Answer:\n<<<\n")
+        bonus = min(2, answer.count("Tip") + answer.count("Guard") + answer.count("kind"))
+        return json.dumps({k: {"rationale": f"{k} judged", "score": min(5, 1 + bonus + _h(answer, k) % 3)}
+                           for k in keys})
+    if "against one criterion set by the person" in last:
+        answer = _between(last, "Answer:\n<<<\n")
+        return json.dumps({"rationale": "meets it in part", "score": 1 + _h(answer) % 5})
+    if "Some values matter more for one request" in last:
+        return json.dumps({"reason": "related", "score": 2 + _h(last) % 4})
+    if "Two AI assistants answered the same user message" in last:
+        a, b = _between(last, "Answer A:\n<<<\n"), _between(last, "Answer B:\n<<<\n")
+        if len(a) == len(b):
+            return json.dumps({"reasoning": "equal", "winner": "tie"})
+        return json.dumps({"reasoning": "longer is fuller", "winner": "A" if len(a) > len(b) else "B"})
+    return None
+
+
 def drpo_responder(request: dict, index: int) -> str:
     """Deterministic answers keyed on what the meta-prompt asks for."""
     messages = request.get("messages", [])
     last = messages[-1]["content"] if messages else ""
+    judged = eval_judge(last)
+    if judged is not None:
+        return judged
     salt = f"{request.get('seed')}:{index}"
     if '"selected_aspects"' in last:
         query = _between(last, "User query:\n<<<\n")
@@ -86,6 +113,9 @@ def vapo_responder(request: dict, index: int) -> str:
     """
     messages = request.get("messages", [])
     last = messages[-1]["content"] if messages else ""
+    judged = eval_judge(last)
+    if judged is not None:
+        return judged
     salt = f"{request.get('seed')}:{index}"
     if "put each new system prompt between <START> and <END>" in last:
         current = _between(last, "The current system prompt is:\n<<<\n")
@@ -126,6 +156,9 @@ def picaco_responder(request: dict, index: int) -> str:
     """
     messages = request.get("messages", [])
     last = messages[-1]["content"] if messages else ""
+    judged = eval_judge(last)
+    if judged is not None:
+        return judged
     salt = f"{request.get('seed')}:{index}"
     if "between <INS> and </INS>" in last:
         return f"Sure.\n<INS>Be kind, fair and careful. Be kind with detail {_h(last, salt) % 997}.</INS>"
@@ -184,7 +217,7 @@ def fake_key(monkeypatch):
 
 def write_config(path: Path, base_url: str, method: str = "drpo", search: dict | None = None,
                  data: dict | None = None, gateway: dict | None = None, name: str = "",
-                 values: dict | None = None) -> Path:
+                 values: dict | None = None, eval: dict | None = None) -> Path:
     """A TOML config whose three roles are served by the fake server."""
     if method in ("drpo", "drpo-icl", "greedy", "monte-carlo", "static-reward"):
         search = {"beam_width": 2, "samples_per_state": 2, "depth": 2, "icl_k": 0,
@@ -208,6 +241,8 @@ def write_config(path: Path, base_url: str, method: str = "drpo", search: dict |
     sections = [("search", search), ("data", data), ("gateway", gateway)]
     if values is not None:
         sections.append(("values", values))
+    # a small held-out evaluation keeps end-to-end tests quick (its own tests size it)
+    sections.append(("eval", {"limit": 3} if eval is None else eval))
     for section, table in sections:
         lines.append(f"[{section}]")
         lines += [f"{k} = {value(v)}" for k, v in table.items() if v is not None]

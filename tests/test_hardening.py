@@ -174,7 +174,7 @@ def test_pruning_a_node_before_it_is_scored_removes_its_calls(tmp_path, fake_ser
     after = runner.session["planned_calls"]
     # its own judgement (base + evaluator) and the M = 2 children it would have had at level 2
     assert after == {"base": planned["base"] - 3, "optimizer": planned["optimizer"] - 2,
-                     "evaluator": planned["evaluator"] - 3}
+                     "evaluator": planned["evaluator"] - 3, "judge": planned["judge"]}
     run(runner.run())
     summary = runner.summary()
     assert summary["status"] == "done" and summary["calls"] == summary["planned_calls"]

@@ -12,7 +12,8 @@ from conftest import write_config
 from engine.config import ConfigError, load_config
 from engine.datasets import load_inputs
 from engine.methods.picaco import (aligned_score, noise_term, p_e, q_phi, stratified, tc_e,
-                                   top_by, weighted_conformity)
+                                   top_by)
+from engine.stats import weighted_conformity
 from engine.runner import Runner
 from engine.values import COMPOSITIONS, builtin, seed_instruction
 from sessions.store import SessionStore
@@ -109,11 +110,16 @@ SMALL = {"iterations": 2, "prompts": 3, "aligned_pool": 2, "noise_pool": 2,
          "new_instructions": 2, "p_samples": 3, "buckets": 1}
 
 
+EVAL = {"limit": 4, "samples": 2}  # the held-out evaluation: 4 held-out prompts, 2 samples
+L, K = 4, 2
+
+
 def _runner(tmp_path, server, method="picaco", values=None, search=None, gateway=None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = load_config(write_config(tmp_path / "c.toml", server.base_url, method=method,
                                    search={**SMALL, **(search or {})}, gateway=gateway,
-                                   values=values or {"composition": "harmlessness"}))
+                                   values=values or {"composition": "harmlessness"},
+                                   eval=EVAL))
     store = SessionStore(tmp_path / "store")
     runner = Runner.create(cfg, load_inputs(cfg), store=store, cache_dir=store.cache_dir)
     return runner, store
@@ -124,9 +130,10 @@ def test_picaco_run_calls_per_step_and_evaluation(tmp_path, picaco_server, fake_
     N = 3
     # noise: N calls (n = 2*M2 each); per iteration: E-step N*buckets base + N*M1 judge,
     # M-step 2 optimizer + candidates * N base (t=1: 2 new + e0; t=2: 2 new + 2 best)
+    # held-out evaluation: seed and final, L prompts x K samples, one judge call each
     assert runner.session["planned_calls"] == {
-        "base": N + (N + 3 * N) + (N + 4 * N) + 2 * N, "optimizer": 4,
-        "evaluator": 2 * (N * 2) + 2 * N}
+        "base": N + (N + 3 * N) + (N + 4 * N) + 2 * L * K, "optimizer": 4,
+        "evaluator": 2 * (N * 2), "judge": 2 * L * K}
 
     def calls():
         return dict(runner.gateway.totals()["calls"])
@@ -142,10 +149,10 @@ def test_picaco_run_calls_per_step_and_evaluation(tmp_path, picaco_server, fake_
     deltas = asyncio.run(go())
     labels = [label for label, _ in deltas]
     assert labels[0].startswith("noise pool") and "E-step" in labels[1] and "M-step" in labels[2]
-    assert deltas[0][1] == {"base": N, "optimizer": 0, "evaluator": 0}
-    assert deltas[1][1] == {"base": N, "optimizer": 0, "evaluator": N * 2}
-    assert deltas[2][1] == {"base": 3 * N, "optimizer": 2, "evaluator": 0}
-    assert deltas[4][1] == {"base": 4 * N, "optimizer": 2, "evaluator": 0}
+    assert deltas[0][1] == {"base": N, "optimizer": 0, "evaluator": 0, "judge": 0}
+    assert deltas[1][1] == {"base": N, "optimizer": 0, "evaluator": N * 2, "judge": 0}
+    assert deltas[2][1] == {"base": 3 * N, "optimizer": 2, "evaluator": 0, "judge": 0}
+    assert deltas[4][1] == {"base": 4 * N, "optimizer": 2, "evaluator": 0, "judge": 0}
     assert runner.summary()["calls"] == runner.session["planned_calls"]
     s = runner.method.state
     assert all(len(pool) == 2 for pool in s["noise"].values())      # top M2 of 2*M2
@@ -159,7 +166,11 @@ def test_picaco_run_calls_per_step_and_evaluation(tmp_path, picaco_server, fake_
     best = runner.tree[s["best_per_iteration"][-1]]
     assert best["meta"]["best_of"] and best["reward"] is not None
     ev = runner.summary()["evaluation"]
-    assert ev["metric"] == "conformity" and 1 <= ev["root"] <= 5 and 1 <= ev["final"] <= 5
+    assert ev["metric"] == "conformity" and 20 <= ev["root"] <= 100 and 20 <= ev["final"] <= 100
+    assert ev["n"] == L and ev["prompts"][0]["ci"] is not None and ev["delta"]["n"] == L
+    # held out: the evaluation never answered the optimization prompts
+    eval_items = s["heldout"]["items"]
+    assert len(eval_items) == L and not {i["query"] for i in eval_items} & set(s["prompts"])
     assert set(ev["per_value"]) == set(COMPOSITIONS["harmlessness"])
     # the fake model is kinder with a kinder instruction, and the search finds one
     assert ev["final"] >= ev["root"]
@@ -191,6 +202,12 @@ def test_schwartz_composition_uses_the_models_observation_and_relevance(tmp_path
     assert s["beta"] == 0.5 and s["observation"].startswith("These values")
     ev = runner.summary()["evaluation"]
     assert "relevance" in ev and 1 <= ev["relevance"]["final"] <= 5
+    # Eq. 7 per response: each sample's conformity is its values' mean x its relevance / 5
+    from engine.evaluation import Evaluation
+    evaluation = Evaluation(s["heldout"]["spec"], s["heldout"]["state"])
+    for result in evaluation.state["results"].values():
+        assert result["score"] == pytest.approx(result["unweighted"] * result["relevance"]["score"] / 5)
+    assert runner.summary()["calls"]["judge"] == 2 * 2 * L * K  # values + relevance calls
     assert runner.summary()["calls"] == runner.session["planned_calls"]
     store.close()
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tui.text import strip_escapes
 
-EXIT_FAILED, EXIT_CONFIG, EXIT_STORE, EXIT_PARTIAL = 1, 2, 3, 4
+EXIT_FAILED, EXIT_CONFIG, EXIT_STORE, EXIT_PARTIAL = 1, 2, 3, 4  # noqa: E501 (also tui.cli_eval)
 _C1 = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 
@@ -99,6 +99,50 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", default="txt", choices=("txt", "md", "json"))
     exp.add_argument("-o", "--output")
     exp.add_argument("--store")
+
+    ev = sub.add_parser("eval", help="held-out evaluation of prompts: means with CIs, "
+                                     "paired differences, categories, regressions")
+    ev.add_argument("--prompt", action="append", required=True, metavar="SPEC",
+                    help="SESSION (its accepted node, else its final) | SESSION:NODE | "
+                         "file:PATH | text:PROMPT; the first is the baseline")
+    ev.add_argument("--data", help="eval set: a JSONL/JSON/CSV/Parquet file or hf:NAME[:split] "
+                                   "(default: the built-in held-out set for the judge)")
+    ev.add_argument("--judge", default="aspects",
+                    choices=("aspects", "accuracy", "conformity", "rubric", "pairwise"))
+    ev.add_argument("--rubric", help="the criterion of the rubric judge, in words")
+    ev.add_argument("--values", help="conformity: a composition or value names, comma-separated "
+                                     "(default: the values of the first PICACO session named)")
+    ev.add_argument("--samples", type=int, default=1, help="answers per item (default 1)")
+    ev.add_argument("--limit", type=int, help="a seeded sample of N items")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--query-field")
+    ev.add_argument("--category-field")
+    ev.add_argument("--models", metavar="CONFIG.toml",
+                    help="a config whose [models] (base, judge; judge falls back to evaluator) "
+                         "and [gateway] are used (default: the first session named, else the "
+                         "embedded model)")
+    ev.add_argument("--name", default="")
+    ev.add_argument("--store")
+    ev.add_argument("--max-cost", type=float, metavar="USD",
+                    help="pause after the batch that reaches this cost (run again to go on)")
+    ev.add_argument("--json", action="store_true")
+
+    evs = sub.add_parser("evals", help="list or show stored evaluations")
+    esub = evs.add_subparsers(dest="action", required=True)
+    elist = esub.add_parser("list")
+    elist.add_argument("--store")
+    elist.add_argument("--json", action="store_true")
+    eshow = esub.add_parser("show")
+    eshow.add_argument("id")
+    eshow.add_argument("--store")
+    eshow.add_argument("--json", action="store_true")
+
+    rep = sub.add_parser("report", help="a report of an evaluation (or of a session's "
+                                        "held-out evaluation)")
+    rep.add_argument("id")
+    rep.add_argument("--format", default="md", choices=("md", "csv", "json", "html"))
+    rep.add_argument("-o", "--output")
+    rep.add_argument("--store")
     return parser
 
 
@@ -146,6 +190,11 @@ def _main(argv: list[str] | None = None) -> int:
         return cmd_sessions(args)
     if args.command == "export":
         return cmd_export(args)
+    if args.command in ("eval", "evals", "report"):
+        from tui import cli_eval
+
+        return {"eval": cli_eval.cmd_eval, "evals": cli_eval.cmd_evals,
+                "report": cli_eval.cmd_report}[args.command](args)
     if args.command == "tui":
         return cmd_tui(args.store, args.session)
     if args.command == "serve":

@@ -216,22 +216,24 @@ def picaco_response(snap: dict, node: dict, prompt: int | None = None):
     return Group(*parts)
 
 
-def _bar(value: float | None, width: int = 20) -> str:
+def _bar(value: float | None, width: int = 20, top: float = 5) -> str:
     if not isinstance(value, (int, float)):
         return "—"
-    filled = max(0.0, min(1.0, value / 5)) * width
+    filled = max(0.0, min(1.0, value / top)) * width
     return "█" * int(filled) + ("▌" if filled - int(filled) >= 0.5 else "")
 
 
 def conformity_chart(evaluation: dict) -> Table:
-    """Per-value conformity of the seed (root) and the final prompt, as bars."""
-    table = Table(title="Conformity per value (1-5)", title_justify="left", expand=True)
+    """Per-value conformity (%) of the seed (root) and the final prompt on held-out prompts."""
+    n = evaluation.get("n")
+    table = Table(title=f"Held-out conformity per value (%, n = {n})", title_justify="left",
+                  expand=True)
     table.add_column("value")
     table.add_column("root", ratio=1)
     table.add_column("final", ratio=1)
     for name, pair in evaluation.get("per_value", {}).items():
-        table.add_row(safe(name), safe(f"{_bar(pair['root'])} {number(pair['root'] or 0)}"),
-                      safe(f"{_bar(pair['final'])} {number(pair['final'] or 0)}"))
+        table.add_row(safe(name), safe(f"{_bar(pair['root'], top=100)} {number(pair['root'])}"),
+                      safe(f"{_bar(pair['final'], top=100)} {number(pair['final'])}"))
     if evaluation.get("root") is not None:
         table.add_row(Text("overall", style="bold"), safe(number(evaluation["root"])),
                       safe(number(evaluation.get("final"))))

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..evaluation import HeldOut, node_prompt
 from ..gateway import CallFailed
 from ..parsing import ParseError, parse_json_fields, parse_reward_selection, parse_scores
 from ..prompts import drpo as P
@@ -141,6 +142,21 @@ class DRPO:
             node = ctx.tree.add(self.search["initial_prompt"], kind="root", step=ctx.step,
                                 meta={"phase": "prompt", "level": 0})
             s["roots"]["prompt"] = node["id"]
+        # the held-out evaluation of root vs final (system prompts only: not for drpo-icl)
+        HeldOut.setup(s, self.cfg, inputs.get("eval_items") if "prompt" in s["phases"] else None,
+                      inputs.get("eval_source", ""))
+
+    @property
+    def heldout(self) -> HeldOut:
+        if getattr(self, "_heldout", None) is None or self._heldout.s is not self.state:
+            self._heldout = HeldOut(self.state, self.cfg)
+        return self._heldout
+
+    def _with_judge(self, calls: dict[str, int]) -> dict[str, int]:
+        """The judge's calls (held-out evaluation) join the plan when the session has a judge."""
+        if "judge" in self.cfg["models"]:
+            calls.setdefault("judge", 0)
+        return calls
 
     def queries_for_prompt_search(self) -> list[str]:
         seed = self.state["data"]["seed"]
@@ -186,7 +202,9 @@ class DRPO:
             queries.update(self.queries_for_prompt_search())
         if not self.static:
             calls["evaluator"] += len(queries)
-        return calls
+        for role, n in self.heldout.plan().items():
+            calls[role] = calls.get(role, 0) + n
+        return self._with_judge(calls)
 
     # ------------------------------------------------------------------ progress
 
@@ -202,7 +220,9 @@ class DRPO:
     @property
     def phase(self) -> str | None:
         s = self.state
-        return None if s["done"] else s["phases"][s["phase_index"]]
+        if s["done"] or s["phase_index"] >= len(s["phases"]):
+            return None  # finished, or in the held-out evaluation
+        return s["phases"][s["phase_index"]]
 
     def depth(self) -> int:
         if self.phase == "icl":
@@ -224,6 +244,8 @@ class DRPO:
             return "finished"
         if s.get("blocked"):
             return f"waiting: the root {s['blocked']} failed; retry it"
+        if s["stage"] == "evaluate":
+            return self.heldout.describe_next()
         where = (f"ICL example {s['example'] + 1}/{len(s['data']['icl'])}"
                  if self.phase == "icl" else "system prompt")
         if s["stage"] == "root":
@@ -248,7 +270,14 @@ class DRPO:
         s = self.state
         if s["done"] or s.get("blocked"):
             return
-        if s["stage"] == "root":
+        if s["stage"] == "evaluate":
+            verdict = await self.heldout.step(ctx)
+            if verdict is not None:
+                s["evaluation"] = verdict
+                ctx.emit("evaluated", s["final"], evaluation={
+                    k: verdict[k] for k in ("judge", "n", "root", "final", "delta")})
+                s["done"] = True
+        elif s["stage"] == "root":
             await self._step_root(ctx)
         elif s["stage"] == "expand":
             await self._step_expand(ctx)
@@ -347,7 +376,26 @@ class DRPO:
         s["phase_index"] += 1
         s.update(stage="root", level=0, levels=[], example=0)
         if s["phase_index"] >= len(s["phases"]):
-            s["done"] = True
+            if self.heldout.enabled and s.get("final"):
+                self._start_heldout(ctx)
+            else:
+                s["done"] = True
+
+    def _start_heldout(self, ctx) -> None:
+        """Root vs final on the held-out set, each with the ICL examples it goes with."""
+        s = self.state
+        examples = [list(e) for e in self.optimized_icl(ctx)]
+        layout = self.search["layout"]
+        root = ctx.tree[s["roots"]["prompt"]]
+        final = ctx.tree[s["final"]]
+        prompts = [node_prompt(label, node, examples=examples, k=self.search["icl_k"],
+                               template=layout)
+                   for label, node in (("root", root), ("final", final))]
+        if self.search["icl_k"] == 0:
+            for prompt in prompts:
+                prompt["examples"] = []
+        self.heldout.start(prompts)
+        s["stage"] = "evaluate"
 
     # ------------------------------------------------------------------ pieces
 
@@ -622,8 +670,12 @@ class DRPO:
         exact when nothing fails): the runner shows calls made + this as the plan, so pruning
         a node before it is judged removes its calls, and a retry adds the calls it made."""
         s = self.state
-        calls = {"base": 0, "optimizer": 0, "evaluator": 0}
+        calls = self._with_judge({"base": 0, "optimizer": 0, "evaluator": 0})
         if s["done"]:
+            return calls
+        for role, n in self.heldout.plan_remaining().items():
+            calls[role] = calls.get(role, 0) + n
+        if s["stage"] == "evaluate":
             return calls
         queries: list[str] = []
         for pi in range(s["phase_index"], len(s["phases"])):
@@ -636,13 +688,13 @@ class DRPO:
                     one = (self._current_search_remaining(ctx) if current_phase and e == first
                            else whole)
                     for role in calls:
-                        calls[role] += one[role]
+                        calls[role] += one.get(role, 0)
                     queries.append(s["data"]["icl"][e][0])
             else:
                 one = (self._current_search_remaining(ctx) if current_phase
                        else self._search_calls("prompt"))
                 for role in calls:
-                    calls[role] += one[role]
+                    calls[role] += one.get(role, 0)
                 queries += self.queries_for_prompt_search()
         if not self.static:
             calls["evaluator"] += len({q for q in queries if q not in s["aspect_cache"]})
@@ -803,7 +855,8 @@ class DRPO:
         return node["id"] if node else None
 
     def evaluation(self) -> dict | None:
-        return None
+        """The held-out verdict of root vs final (None before it, or when [eval] is off)."""
+        return self.state.get("evaluation")
 
     def view(self, ctx) -> dict:
         """What the workbench highlights: the current beam, best reward per level."""

@@ -26,9 +26,13 @@ Steps (each saved):
                  hint and the word limit, answering between <INS> and </INS>; candidates = the new
                  ones + the `new_instructions` best existing; each scored by Eq. 4 with n samples
                  per prompt (one call each, a fixed demonstration draw per prompt); e^t = the best.
-    evaluate     root (the seed instruction, as Q+IF) and the final prompt: one answer per prompt,
-                 judged per value (1-5); overall = mean over values. Schwartz-style compositions
-                 weight it by relevance: mu' = mu * Relevance / 5 (Eq. 7, product of the means).
+    evaluate     the held-out evaluation (engine.evaluation, one batch a step): root (the seed
+                 instruction; for picaco answered with the final's demonstrations, for the
+                 baselines as Q+IF) and the final prompt on held-out prompts (never the
+                 optimization prompts), k samples each ([eval] samples, default 3), judged per
+                 value by the judge role as percentages; Schwartz-style compositions weight each
+                 response by its relevance, judged in its own call: mu' = mu * Relevance / 5
+                 (Eq. 7, per response).
 
 Baselines (methods sharing the evaluation): q (no instruction), q-if (the seed instruction),
 q-if-cot (think about the values first, then answer: two turns), urial (a URIAL-style header
@@ -42,6 +46,7 @@ import math
 import random
 from typing import Any
 
+from ..evaluation import HeldOut, node_prompt
 from ..gateway import CallFailed, gather_or_cancel
 from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_scores
 from ..prompts import picaco as P
@@ -101,11 +106,6 @@ def stratified(ranked: list[str], rng: random.Random) -> list[str]:
     return [ranked[0], rng.choice(low), rng.choice(high), ranked[-1]]
 
 
-def weighted_conformity(mu: float, relevance: float) -> float:
-    """Eq. 7: mu' = mu * Relevance / 5."""
-    return mu * relevance / 5.0
-
-
 # ----------------------------------------------------------------------------- the method
 
 class PICACO:
@@ -143,6 +143,18 @@ class PICACO:
             s["stages"] = ["evaluate"]
             s["final"] = self._baseline_node(ctx, root)["id"]
         s["stage_index"] = 0
+        # the held-out evaluation: seed vs final on held-out prompts, k samples, by the judge
+        HeldOut.setup(s, self.cfg, inputs.get("eval_items"), inputs.get("eval_source", ""))
+
+    @property
+    def heldout(self) -> HeldOut:
+        if getattr(self, "_heldout", None) is None or self._heldout.s is not self.state:
+            self._heldout = HeldOut(self.state, self.cfg)
+        return self._heldout
+
+    def _answer_calls(self) -> tuple[int, int]:
+        """Calls per held-out answer of (root, final): two for the think-first baseline."""
+        return (1, 2 if self.method == "q-if-cot" else 1)
 
     def _baseline_node(self, ctx, root: dict) -> dict:
         """The prompt a fixed baseline evaluates (q-if: the root itself)."""
@@ -189,11 +201,11 @@ class PICACO:
             calls["base"] += N * (1 + T * new)
             calls["evaluator"] += N * (1 + T * new)
             calls["optimizer"] += T * new
-        # evaluation: root (as Q+IF) and final; OPRO's final answers are its scoring answers
-        # (cached, but counted); q-if evaluates one prompt; q-if-cot's final takes two turns
-        finals = {"q-if": 0, "q-if-cot": 2}.get(self.method, 1)
-        calls["base"] += N * (1 + finals)
-        calls["evaluator"] += N * (1 + (0 if self.method == "q-if" else 1))
+        # the held-out evaluation: seed (as Q+IF) and final, k samples per held-out prompt
+        if "judge" in self.cfg["models"]:
+            calls["judge"] = 0
+        for role, n in self.heldout.plan(answer_calls=self._answer_calls()).items():
+            calls[role] = calls.get(role, 0) + n
         return calls
 
     plan_is_bound = True  # the runner re-plans after every step and operation
@@ -229,9 +241,12 @@ class PICACO:
                 calls["base"] += count * N
                 calls["evaluator"] += count * N
             elif kind == "evaluate":
-                finals = {"q-if": 0, "q-if-cot": 2}.get(self.method, 1)
-                calls["base"] += N * (1 + finals)
-                calls["evaluator"] += N * (1 + (0 if self.method == "q-if" else 1))
+                remaining = (self.heldout.plan_remaining() if self.heldout.started
+                             else self.heldout.plan(answer_calls=self._answer_calls()))
+                for role, n in remaining.items():
+                    calls[role] = calls.get(role, 0) + n
+        if "judge" in self.cfg["models"]:
+            calls.setdefault("judge", 0)
         return calls
 
     # ------------------------------------------------------------------ progress
@@ -256,6 +271,8 @@ class PICACO:
         stage, T = self.stage, self.search["iterations"]
         if stage == "done":
             return "finished"
+        if stage == "evaluate" and self.heldout.started:
+            return self.heldout.describe_next()
         kind, _, t = stage.partition(":")
         return {
             "observation": "observation S: the target model elaborates on the values",
@@ -263,7 +280,7 @@ class PICACO:
             "estep": f"iteration {t}/{T}: E-step (aligned pool)",
             "mstep": f"iteration {t}/{T}: M-step (new instructions, TC_e)",
             "opro": "OPRO: score the seed instruction" if t == "0" else f"OPRO round {t}/{T}",
-            "evaluate": "evaluate the seed and the final prompt (conformity per value)",
+            "evaluate": "held-out evaluation of the seed and the final prompt",
         }[kind]
 
     # ------------------------------------------------------------------ one step
@@ -651,58 +668,50 @@ class PICACO:
             raise CallFailed(f"answer: {result.error}", result.record)
         return result.text.strip()
 
-    async def conformity(self, ctx, node: dict, template: str | None = None) -> dict | None:
-        """Per-value mean judge score over the prompts (and relevance, Schwartz-style)."""
-        s = self.state
-        relevance = s["kind"] != "hh"
-
-        async def one(i: int, prompt: str) -> dict:
-            response = await self._answer(ctx, node, i, prompt, template)
-            verdict = await self._judge(ctx, prompt, response, node["id"], relevance)
-            return {"prompt": i, "response": response, "scores": verdict}
-        try:
-            rows = await gather_or_cancel(one(i, x) for i, x in enumerate(s["prompts"]))
-        except CallFailed as exc:
-            ctx.emit("warning", node["id"], message=f"evaluation failed: {exc}")
-            return None
-        names = [v["name"] for v in s["values"]]
-        per_value = {n: round(sum(r["scores"][n]["score"] for r in rows) / len(rows), 4) for n in names}
-        overall = sum(per_value.values()) / len(per_value)
-        out = {"per_value": per_value, "mean": round(overall, 4), "rows": rows}
-        if relevance:
-            rel = sum(r["scores"]["Relevance"]["score"] for r in rows) / len(rows)
-            out["relevance"] = round(rel, 4)
-            out["overall"] = round(weighted_conformity(overall, rel), 4)
-        else:
-            out["overall"] = out["mean"]
-        node["detail"]["evaluation"] = out
-        return out
+    def _eval_prompt(self, label: str, node: dict, template: str | None = None) -> dict:
+        """A node as the held-out evaluation answers with it (its template decides)."""
+        template = template or node["meta"].get("template", "if")
+        names = [v["name"] for v in self.state["values"]]
+        if template in ("picaco", "urial"):
+            return node_prompt(label, node, template="demos", demos=self._demo_draw("eval"),
+                               framing=template == "picaco")
+        if template == "cot":
+            return node_prompt(label, node, template="cot", value_names=names)
+        return node_prompt(label, node)  # "if": the instruction as system prompt; "q": none
 
     async def _step_evaluate(self, ctx) -> None:
+        """Seed vs final on held-out prompts (one batch a step), by the judge role."""
         s = self.state
         root = ctx.tree[s["root"]]
         final = ctx.tree[s["final"] or s["root"]]
-        # PICACO's seed is answered like its final prompt (instruction + the same demonstrations),
-        # so root vs final isolates the instruction; baselines compare with Q+IF
-        root_eval = await self.conformity(ctx, root, "picaco" if self.method == "picaco" else "if")
-        final_eval = root_eval if final["id"] == root["id"] else await self.conformity(ctx, final)
-        names = [v["name"] for v in s["values"]]
-        s["evaluation"] = {
-            "metric": "conformity",
-            "root": root_eval["overall"] if root_eval else None,
-            "final": final_eval["overall"] if final_eval else None,
-            "per_value": {n: {"root": root_eval["per_value"][n] if root_eval else None,
-                              "final": final_eval["per_value"][n] if final_eval else None}
-                          for n in names},
-        }
-        if s["kind"] != "hh":
-            s["evaluation"]["relevance"] = {"root": root_eval and root_eval["relevance"],
-                                            "final": final_eval and final_eval["relevance"]}
-        for node, ev in ((root, root_eval), (final, final_eval)):
-            if node["reward"] is None and ev:  # fixed baselines: their reward is the conformity
-                node["reward"] = ev["overall"]
         s["final"] = final["id"]
-        ctx.emit("search_finished", final["id"], evaluation=s["evaluation"])
+        if not self.heldout.enabled:
+            s["done"] = True
+            ctx.emit("search_finished", final["id"])
+            return
+        if not self.heldout.started:
+            # PICACO's seed is answered like its final prompt (instruction + the same
+            # demonstrations), so seed vs final isolates the instruction; baselines vs Q+IF
+            self.heldout.start([
+                self._eval_prompt("root", root, "picaco" if self.method == "picaco" else "if"),
+                self._eval_prompt("final", final)],
+                values=s["values"], kind=s["kind"])
+        verdict = await self.heldout.step(ctx)
+        if verdict is None:
+            self.state["stage_index"] -= 1  # the evaluation goes on at the next step
+            return
+        verdict["metric"] = "conformity" if verdict["judge"] == "conformity" else verdict["judge"]
+        names = [v["name"] for v in s["values"]]
+        prompts = verdict["prompts"]
+        verdict["per_value"] = {n: {"root": prompts[0]["per_metric"].get(n, {}).get("mean"),
+                                    "final": prompts[-1]["per_metric"].get(n, {}).get("mean")}
+                                for n in names}
+        s["evaluation"] = verdict
+        for node, key in ((root, "root"), (final, "final")):
+            if node["reward"] is None and verdict[key] is not None:
+                node["reward"] = verdict[key]  # fixed baselines: their reward is the verdict
+        ctx.emit("search_finished", final["id"], evaluation={
+            k: verdict[k] for k in ("judge", "n", "root", "final", "delta")})
         s["done"] = True
 
     # ------------------------------------------------------------------ a person's operations

@@ -42,6 +42,7 @@ import math
 import random
 from typing import Any
 
+from ..evaluation import HeldOut, node_prompt
 from ..gateway import CallFailed, gather_or_cancel
 from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_score, extract_json
 from ..prompts import vapo as P
@@ -138,6 +139,19 @@ class VAPO:
             items=items, split=split, task_type=self.data_cfg["task_type"], root=root["id"],
             stage="root", iteration=0, path=[], paths=[], final=None, evaluation=None,
             done=False, expansions={})
+        # the held-out evaluation: root vs final on the test split, by the judge role
+        by_id = {item["id"]: item for item in items}
+        test = [{"id": f"i{i}", "query": by_id[i]["question"],
+                 "options": by_id[i]["options"] or None, "answer": by_id[i]["answer"],
+                 "reference": by_id[i].get("reference"), "categories": [], "fields": {}}
+                for i in split["test"]]
+        HeldOut.setup(self.state, self.cfg, test, "test split")
+
+    @property
+    def heldout(self) -> HeldOut:
+        if getattr(self, "_heldout", None) is None or self._heldout.s is not self.state:
+            self._heldout = HeldOut(self.state, self.cfg)
+        return self._heldout
 
     plan_is_bound = True  # the runner re-plans after every step (see plan_remaining)
     _root_has_children = True
@@ -162,10 +176,13 @@ class VAPO:
         """An upper bound on the calls still to come from the current state."""
         s = self.state
         calls = {r: 0 for r in ROLES}
+        if "judge" in self.cfg["models"]:
+            calls["judge"] = 0
         if s["done"]:
             return calls
+        for role, n in self.heldout.plan_remaining().items():
+            calls[role] = calls.get(role, 0) + n
         v = len(s["split"]["validation"])
-        t = len(s["split"]["test"])
         judge = 0 if self.multiple_choice else 1
         L, T = self.search["depth_limit"], self.search["iterations"]
         expansions = 0
@@ -185,8 +202,6 @@ class VAPO:
         one = self.expansion_calls()
         for role in ROLES:
             calls[role] += expansions * one[role]
-        calls["base"] += 2 * t
-        calls["evaluator"] += judge * 2 * t
         return calls
 
     # ------------------------------------------------------------------ progress
@@ -210,6 +225,8 @@ class VAPO:
         if s["stage"] == "root":
             return "validate the root prompt"
         if s["stage"] == "evaluate":
+            if self.heldout.started:
+                return self.heldout.describe_next()
             return "evaluate the root and the final prompt on the test split"
         where = f"iteration {s['iteration'] + 1}/{T}"
         if s["stage"] == "select":
@@ -344,20 +361,27 @@ class VAPO:
         s["stage"] = "evaluate" if s["iteration"] >= self.search["iterations"] else "select"
 
     async def _step_evaluate(self, ctx) -> None:
+        """Root vs final on the test split (one batch a step), by the judge role."""
         s = self.state
-        _, final = best_path_and_node(ctx.tree, s["paths"])
-        final = final or s["root"]
-        s["final"] = final
-        root = ctx.tree[s["root"]]
-        test = s["split"]["test"]
-        root_score = await self._metric_on(ctx, root, test, "test")
-        if ctx.tree[final]["text"] == root["text"]:
-            final_score = root_score
-        else:
-            final_score = await self._metric_on(ctx, ctx.tree[final], test, "test")
-        s["evaluation"] = {"metric": "accuracy" if self.multiple_choice else "judge",
-                           "root": root_score, "final": final_score}
-        ctx.emit("search_finished", final, evaluation=s["evaluation"])
+        if s["final"] is None:
+            _, final = best_path_and_node(ctx.tree, s["paths"])
+            s["final"] = final or s["root"]
+        if not self.heldout.enabled:
+            s.update(done=True, stage="done")
+            ctx.emit("search_finished", s["final"])
+            return
+        if not self.heldout.started:
+            self.heldout.start([node_prompt(label, ctx.tree[node_id]) for label, node_id
+                                in (("root", s["root"]), ("final", s["final"]))])
+        verdict = await self.heldout.step(ctx)
+        if verdict is None:
+            return
+        verdict["metric"] = "accuracy" if self.multiple_choice else verdict["judge"]
+        s["evaluation"] = verdict
+        for node_id, key in ((s["root"], "root"), (s["final"], "final")):
+            ctx.tree[node_id]["detail"]["test"] = {"value": verdict[key]}
+        ctx.emit("search_finished", s["final"], evaluation={
+            k: verdict[k] for k in ("judge", "n", "root", "final", "delta")})
         s.update(done=True, stage="done")
 
     # ------------------------------------------------------------------ calls
