@@ -782,16 +782,17 @@ class EvalRunner:
         self.save()
 
     async def run(self, max_cost: float | None = None, steps: int | None = None) -> str:
-        """Batches until done, paused, `steps` batches, or the cost reaches `max_cost` (the
-        batch that crosses it finishes first). Failed samples of a finished evaluation are
+        """Batches until done, paused, `steps` batches, or this call's cost reaches
+        `max_cost` (the batch that crosses it finishes first; running again goes on). Failed samples of a finished evaluation are
         sent again. Returns why it stopped: "done", "paused", "budget"."""
         self._pause = False
+        start_cost = self.cost()
         if self.done and self.evaluation.reopen_failed():
             self.doc["planned_calls"] = {r: self.gateway.totals()["calls"].get(r, 0) + n
                                          for r, n in self.evaluation.plan_remaining().items()}
         count = 0
         while not self.done and not self._pause:
-            if max_cost is not None and self.cost() >= max_cost:
+            if max_cost is not None and self.cost() - start_cost >= max_cost:
                 self.doc["status"] = "paused"
                 self.save()
                 return "budget"
@@ -817,3 +818,49 @@ class EvalRunner:
             planned_calls=dict(self.doc["planned_calls"]), cost=totals["cost"],
             tokens=totals["tokens"])
         return out
+
+
+def session_verdict(session: dict) -> dict:
+    """The full verdict of a session's end-of-run held-out evaluation (for reports and the
+    Results view); ValueError (one line) when it has not run."""
+    held = (session.get("method_state") or {}).get("heldout") or {}
+    if not held.get("spec"):
+        raise ValueError(f"session {session['id']} has no held-out evaluation yet (it runs "
+                         f"when the search ends)")
+    out = Evaluation(held["spec"], held["state"]).result()
+    usage = (session.get("gateway") or {}).get("usage") or {}
+    out.update(evaluation=session["id"], name=session.get("name", ""),
+               created=session.get("created"), updated=session.get("updated"),
+               judge_model=session["config"]["models"].get("judge", {}).get("model"),
+               data=held["spec"].get("data", {}),
+               calls={r: u.get("calls", 0) for r, u in usage.items()},
+               planned_calls=session.get("planned_calls", {}),
+               cost=round(sum(u.get("cost", 0.0) for u in usage.values()), 6),
+               tokens={r: {"in": u.get("tokens_in", 0), "out": u.get("tokens_out", 0)}
+                       for r, u in usage.items()})
+    return out
+
+
+def compare_spec(session: dict, baseline_node: str, other_node: str) -> tuple[dict, dict, dict]:
+    """An evaluation of two nodes of a session on its held-out set, with its judge: the
+    (spec, models, gateway settings) for EvalRunner.create. ValueError (one line) when the
+    session has no held-out items or a node has no usable prompt."""
+    held = (session.get("method_state") or {}).get("heldout") or {}
+    cfg = session["config"]
+    if not held.get("items") or "judge" not in cfg["models"]:
+        raise ValueError(f"session {session['id']} has no held-out set ([eval] is off, or the "
+                         f"session is older than the held-out evaluation)")
+    prompts = [session_prompt(session, baseline_node, f"{baseline_node} (marked)"),
+               session_prompt(session, other_node, other_node)]
+    prompt_tokens(prompts, cfg["models"]["base"]["model"])
+    e = cfg["eval"]
+    state = session.get("method_state") or {}
+    spec = {"judge": e["judge"], "samples": e["samples"], "seed": cfg["random_seed"],
+            "rubric": e.get("rubric"), "values": state.get("values"),
+            "kind": state.get("kind"), "safety_category": "safety", "prompts": prompts,
+            "items": held["items"],
+            "models": {r: cfg["models"][r]["model"] for r in ("base", "judge")},
+            "data": {"source": held.get("source"), "limit": e.get("limit"),
+                     "category_field": e.get("category_field")}}
+    models = {r: dict(cfg["models"][r]) for r in ("base", "judge")}
+    return spec, models, dict(cfg["gateway"])

@@ -280,11 +280,16 @@ class Runner:
         """Step until done, paused, `steps` units, or (until="level") the level changes."""
         self._pause = False
         self.running = True
+        self._cost_at_start = self.gateway.totals()["cost"]
         done_steps = 0
         start_key = self.method.level_key()
         try:
             while not self.method.done and not self._pause and not self.blocked:
                 if steps is not None and done_steps >= steps:
+                    break
+                if self.over_budget():
+                    self.emit("budget", None, cost=self.gateway.totals()["cost"],
+                              max_usd=self._budget())
                     break
                 await self.step()
                 done_steps += 1
@@ -293,6 +298,16 @@ class Runner:
         finally:
             self.running = False
         return done_steps
+
+    def _budget(self) -> float | None:
+        return (self.session["config"].get("budget") or {}).get("max_usd")
+
+    def over_budget(self) -> bool:
+        """[budget] max_usd: a run (one `run` call) pauses after the step whose cost reaches
+        it; resuming starts a new budget, so the search goes on."""
+        budget = self._budget()
+        spent = self.gateway.totals()["cost"] - getattr(self, "_cost_at_start", 0.0)
+        return budget is not None and spent >= budget
 
     def pause(self) -> None:
         """Let the step in flight finish, then stop before the next one."""

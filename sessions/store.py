@@ -838,7 +838,9 @@ def summarize(session: dict) -> dict:
         "id": session["id"], "name": session.get("name", ""), "method": session["method"],
         "status": session["status"], "steps": session["steps"], "nodes": len(nodes),
         "accepted": accepted,
-        "calls": {role: usage.get(role, {}).get("calls", 0) for role in ("base", "optimizer", "evaluator")},
+        "calls": {role: usage.get(role, {}).get("calls", 0)
+                  for role in ("base", "optimizer", "evaluator", "judge")
+                  if role in usage or role != "judge"},
         "planned_calls": session.get("planned_calls", {}),
         "cost": round(sum(u.get("cost", 0.0) for u in usage.values()), 6),
         "best_reward": max(rewards) if rewards else None,

@@ -101,7 +101,8 @@ def drpo_responder(request: dict, index: int) -> str:
                            for a in aspects})
     # the base model answering a user query under some system prompt
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-    return f"Answer {_h(system, last) % 10000} to: {last[:60]}"
+    tips = " (Tip)" * min(2, system.count("Tip"))  # a richer prompt, a richer answer
+    return f"Answer {_h(system, last) % 10000} to: {last[:60]}{tips}"
 
 
 def vapo_responder(request: dict, index: int) -> str:

@@ -307,8 +307,7 @@ def cmd_run(args) -> int:
     if not args.json:
         plan = runner.session["planned_calls"]
         print(f"session {runner.session['id']} ({runner.session['method']}): planned calls "
-              f"base {plan.get('base', 0)}, optimizer {plan.get('optimizer', 0)}, "
-              f"evaluator {plan.get('evaluator', 0)}", file=sys.stderr)
+              + ", ".join(f"{r} {n}" for r, n in plan.items()), file=sys.stderr)
     code = 0
     try:
         code = asyncio.run(_run(runner, args.steps, args.retry_failed))
@@ -335,6 +334,9 @@ def cmd_run(args) -> int:
         return EXIT_FAILED
     if summary["status"] == "done" and summary["failed_nodes"]:
         return EXIT_PARTIAL
+    if runner.over_budget() and not runner.done:
+        print(f"paused: this run's cost reached [budget] max_usd; run promptarbor run "
+              f"--session {summary['session']} to go on with a new budget", file=sys.stderr)
     return 0
 
 
@@ -379,8 +381,24 @@ def _print_summary(summary: dict) -> None:
     plan = summary["planned_calls"]
     print(f"session {summary['session']}: {summary['status']} after {summary['steps']} steps")
     print("calls: " + ", ".join(f"{r} {calls.get(r, 0)}/{plan.get(r, 0)}"
-                                for r in ("base", "optimizer", "evaluator"))
+                                for r in ("base", "optimizer", "evaluator", "judge")
+                                if r in calls or r in plan)
           + f"  cost ${summary['cost']:.4f}")
+    ev = summary.get("evaluation") or {}
+    if ev.get("prompts"):
+        def num(x):
+            return "—" if x is None else f"{x:.2f}"
+        parts = [f"{p['label']} {num(p['mean'])}"
+                 + (f" [{num(p['ci'][0])}, {num(p['ci'][1])}]" if p.get("ci") else "")
+                 for p in ev["prompts"]]
+        print(f"held-out evaluation ({ev['judge']}, n {ev['n']}): " + " · ".join(parts))
+        d = ev.get("delta")
+        if d and d.get("mean") is not None:
+            verdict = ("better" if d["ci"] and d["ci"][0] > 0 else
+                       "worse" if d["ci"] and d["ci"][1] < 0 else "no clear difference")
+            print(f"  final − root: {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
+                  f"wins {d['wins']} · ties {d['ties']} · losses {d['losses']}: {verdict}")
+        print(f"  report: promptarbor report {summary['session']} --format html -o report.html")
     if summary.get("parsed_first_time") is not None:
         print(f"structured answers parsed first time: {summary['parsed_first_time']:.0%}")
     if summary.get("failed_nodes"):

@@ -294,29 +294,6 @@ def cmd_evals(args) -> int:
     return 0
 
 
-def session_verdict(session: dict) -> dict:
-    """The held-out verdict of a session's end-of-run evaluation, for a report."""
-    from engine.evaluation import Evaluation
-
-    held = (session.get("method_state") or {}).get("heldout") or {}
-    if not held.get("spec"):
-        raise ValueError(f"session {session['id']} has no held-out evaluation yet (it runs "
-                         f"when the search ends)")
-    evaluation = Evaluation(held["spec"], held["state"])
-    out = evaluation.result()
-    usage = (session.get("gateway") or {}).get("usage") or {}
-    out.update(evaluation=session["id"], name=session.get("name", ""),
-               created=session.get("created"), updated=session.get("updated"),
-               judge_model=session["config"]["models"].get("judge", {}).get("model"),
-               data=held["spec"].get("data", {}),
-               calls={r: u.get("calls", 0) for r, u in usage.items()},
-               planned_calls=session.get("planned_calls", {}),
-               cost=round(sum(u.get("cost", 0.0) for u in usage.values()), 6),
-               tokens={r: {"in": u.get("tokens_in", 0), "out": u.get("tokens_out", 0)}
-                       for r, u in usage.items()})
-    return out
-
-
 def cmd_report(args) -> int:
     from sessions.evals import EvalStore
     from sessions.report import render
@@ -333,6 +310,8 @@ def cmd_report(args) -> int:
             verdict = runner.verdict()
             runner.gateway.close()
         else:
+            from engine.evaluation import session_verdict
+
             verdict = session_verdict(store.load(args.id, move_aside=False))
         text = render(verdict, args.format)
     except ValueError as exc:
