@@ -201,11 +201,7 @@ def _is_number(value) -> bool:
 
 def _read_file(path: Path, shown: str | None = None) -> tuple[str, list, str]:
     name = show_path(shown if shown is not None else path)
-    try:
-        saved = path.is_dir() and any((path / m).is_file() for m in _SAVED_MARKERS)
-    except (OSError, ValueError):
-        saved = False
-    if saved:
+    if _saved_dir(path):
         return _read_saved(path, None, name)
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return name, _read_parquet(path, name), "table"
@@ -322,7 +318,9 @@ def _dataset_rows(loaded, split: str | None, name: str) -> list[tuple[str, Any]]
     """The rows of the chosen split of a Dataset / DatasetDict as plain Python values
     (through Arrow, so image or audio columns are not decoded: they become dicts, which
     are not kept as fields)."""
-    if hasattr(loaded, "keys") and not hasattr(loaded, "column_names"):  # a DatasetDict
+    import datasets
+
+    if isinstance(loaded, (datasets.DatasetDict, dict)):
         splits = [str(s) for s in loaded.keys()]
         if split is None:
             split = next((s for s in ("test", "train") if s in splits), None)
@@ -388,13 +386,12 @@ def _items(name: str, rows: list, kind: str, judge: str, query_field: str | None
     else:
         ckey = next((k for k in (_resolve(n, rest) for n in CATEGORY_NAMES) if k), None)
     rest = [k for k in rest if k != ckey]
-    okey = akey = None
-    if judge == "accuracy":
-        okey = next((k for k in (_resolve(n, rest) for n in OPTION_NAMES) if k), None)
-        akey = next((k for k in (_resolve(n, rest) for n in ANSWER_NAMES) if k), None)
-        rest = [k for k in rest if k not in (okey, akey)]
+    choice_names = set()
+    if judge == "accuracy":  # options and answer are looked up in each record
+        choice_names = {n.lower() for n in OPTION_NAMES + ANSWER_NAMES} - {qkey.lower()}
+        rest = [k for k in rest if k.lower() not in choice_names]
     rkey = next((k for k in (_resolve(n, rest) for n in REFERENCE_NAMES) if k), None)
-    used = {k.lower() for k in (qkey, ckey, okey, akey, rkey) if k}
+    used = {k.lower() for k in (qkey, ckey, rkey) if k} | choice_names
 
     items = []
     for index, (where, record) in enumerate(rows):
@@ -415,7 +412,7 @@ def _items(name: str, rows: list, kind: str, judge: str, query_field: str | None
                 "reference": _reference(_get(record, rkey), where, rkey),
                 "fields": _fields(record, used, where)}
         if judge == "accuracy":
-            item["options"], item["answer"] = _choice(record, okey, akey, where, kind == "csv")
+            item["options"], item["answer"] = _choice(record, where, kind == "csv")
         items.append(item)
     return items, qkey, ckey
 
@@ -496,10 +493,13 @@ def _fields(record: dict, used: set[str], where: str) -> dict:
     return fields
 
 
-def _choice(record: dict, okey: str | None, akey: str | None, where: str,
-            from_csv: bool) -> tuple[list[str], str]:
+def _choice(record: dict, where: str, from_csv: bool) -> tuple[list[str], str]:
     """Options and gold letter of a multiple-choice item, checked as load_tasks does."""
     from .tasks import _options, gold_letter
+
+    keys = [k for k in record if isinstance(k, str)]
+    okey = next((k for k in (_resolve(n, keys) for n in OPTION_NAMES) if k), None)
+    akey = next((k for k in (_resolve(n, keys) for n in ANSWER_NAMES) if k), None)
 
     raw_options = _get(record, okey)
     if from_csv and isinstance(raw_options, str):

@@ -156,7 +156,8 @@ def _quiet_dependencies() -> None:
     import warnings
 
     for name in ("LiteLLM", "litellm", "LiteLLM Router", "LiteLLM Proxy", "httpx",
-                 "sentence_transformers", "transformers", "huggingface_hub", "filelock"):
+                 "sentence_transformers", "transformers", "huggingface_hub", "filelock",
+                 "datasets", "fsspec"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore")
 
