@@ -450,7 +450,8 @@ class Gateway:
 
     async def ask(self, role: str, messages: list[dict], parse: Callable[[str], Any], *,
                   purpose: str, node: str | None = None, sample: int = 0,
-                  schema: dict | None = None, stop: list[str] | None = None) -> tuple[Any, dict]:
+                  schema: dict | None = None, stop: list[str] | None = None,
+                  temperature: float | None = None) -> tuple[Any, dict]:
         """A call whose answer must parse. Retries with fresh samples, then raises CallFailed.
 
         `schema` (the answer's JSON schema) is sent to providers that decode under one: the
@@ -471,7 +472,7 @@ class Gateway:
         for attempt in range(per_round * (RETRY_ROUND.get() + 1)):
             result = await self.call(role, messages, purpose=purpose, node=node, sample=sample,
                                      attempt=attempt, response_format=response_format, stop=stop,
-                                     count=(attempt == 0))
+                                     count=(attempt == 0), temperature=temperature)
             record = result.record
             if result.error:
                 raise CallFailed(f"{purpose}: {result.error}", record)

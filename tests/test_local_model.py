@@ -114,7 +114,8 @@ def test_drpo_end_to_end_on_the_embedded_model_offline(tmp_path, capsys):
     (tmp_path / "q.jsonl").write_text('{"query": "How can I get better sleep?"}\n')
     cfg = tmp_path / "local.toml"
     cfg.write_text('method = "drpo"\n[search]\nbeam_width = 1\nsamples_per_state = 1\n'
-                   'depth = 1\n[data]\nseed = "q.jsonl"\nicl_optimized = true\n')
+                   'depth = 1\n[data]\nseed = "q.jsonl"\nicl_optimized = true\n'
+                   '[eval]\nlimit = 2\n')  # root vs final on 2 held-out requests
     command, how = _offline_command()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     started = time.perf_counter()
@@ -128,6 +129,7 @@ def test_drpo_end_to_end_on_the_embedded_model_offline(tmp_path, capsys):
     assert out["status"] == "done"
     assert out["final"]["text"].strip()
     assert out["calls"] == out["planned_calls"]
+    assert out["evaluation"]["n"] == 2 and len(out["evaluation"]["prompts"]) == 2
     with capsys.disabled():
         print(f"\n[local model] offline via {how}: DRPO W1 M1 D1 on one query in {wall:.1f} s; "
               f"structured answers parsed first time: {out['parsed_first_time']:.0%}")

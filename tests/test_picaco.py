@@ -11,8 +11,8 @@ import pytest
 from conftest import write_config
 from engine.config import ConfigError, load_config
 from engine.datasets import load_inputs
-from engine.methods.picaco import (aligned_score, noise_term, p_e, q_phi, stratified, tc_e,
-                                   top_by)
+from engine.methods.picaco import (aligned_score, noise_term, p_e, q_omega, q_phi, stratified,
+                                   tc_e, top_by)
 from engine.stats import weighted_conformity
 from engine.runner import Runner
 from engine.values import COMPOSITIONS, builtin, seed_instruction
@@ -35,14 +35,15 @@ def test_eq6_p_e_is_the_mean_similarity_to_the_samples():
 
 def test_eq4_tc_e_on_hand_computed_pools():
     beta = 5.0
-    # prompt 1: two aligned answers, q_omega per value and q_phi
-    s11 = aligned_score([0.8, 0.6], 1.2, beta)   # 5*(ln .8 + ln .6) - ln 1.2
-    s12 = aligned_score([1.0, 0.4], 0.9, beta)
-    assert s11 == pytest.approx(5 * (math.log(0.8) + math.log(0.6)) - math.log(1.2))
+    # prompt 1: two aligned answers, q_omega per value (judge score as a percentage) and q_phi
+    assert (q_omega(4), q_omega(3), q_omega(5), q_omega(2)) == (80, 60, 100, 40)
+    s11 = aligned_score([80, 60], 1.2, beta)   # 5*(ln 80 + ln 60) - ln 1.2
+    s12 = aligned_score([100, 40], 0.9, beta)
+    assert s11 == pytest.approx(5 * (math.log(80) + math.log(60)) - math.log(1.2))
     b1 = noise_term([{"p": 0.5, "q_phi": 1.5}, {"p": 0.3, "q_phi": 0.8}])
     assert b1 == pytest.approx(0.5 * math.log(1.5) + 0.3 * math.log(0.8))
     # prompt 2: one aligned answer, empty noise pool
-    s21 = aligned_score([0.6, 0.6], 1.0, beta)
+    s21 = aligned_score([60, 60], 1.0, beta)
     tc = tc_e([([0.7, 0.2], [s11, s12], b1), ([0.5], [s21], 0.0)])
     expected = ((0.7 * s11 + 0.2 * s12 + b1) + (0.5 * s21)) / 2
     assert tc == pytest.approx(expected)
@@ -102,6 +103,33 @@ def test_config_values_and_beta(tmp_path):
     path.write_text('method = "drpo"\n[values]\ncomposition = "harmlessness"\n')
     with pytest.raises(ConfigError, match=r"\[values\] is for picaco"):
         load_config(path)
+
+
+def test_refiner_defaults_to_the_target_model(tmp_path):
+    """App. C.1: the M-step's optimizer is "typically the target model": with only
+    [models.base] set, a PICACO-family method refines with the base model (its own sampling
+    settings: the optimizer's temperature and token budget); a set optimizer is kept."""
+    base = ('[models.base]\nmodel = "openai/target-x"\napi_base = "http://127.0.0.1:9/v1"\n'
+            'api_key_env = "PA_FAKE_KEY"\n')
+    path = tmp_path / "c.toml"
+    for method in ("picaco", "opro"):
+        path.write_text(f'method = "{method}"\n[values]\ncomposition = "harmlessness"\n' + base)
+        models = load_config(path)["models"]
+        assert models["optimizer"]["model"] == "openai/target-x"
+        assert models["optimizer"]["api_base"] == "http://127.0.0.1:9/v1"
+        assert models["optimizer"]["api_key_env"] == "PA_FAKE_KEY"
+        assert models["optimizer"]["temperature"] == 0.2 and models["base"]["temperature"] == 0.0
+    path.write_text('method = "picaco"\n[values]\ncomposition = "harmlessness"\n' + base +
+                    '[models.optimizer]\nmodel = "openai/refiner-y"\n')
+    assert load_config(path)["models"]["optimizer"]["model"] == "openai/refiner-y"
+    path.write_text('method = "picaco"\n[values]\ncomposition = "harmlessness"\n' + base +
+                    '[models.optimizer]\ntemperature = 0.7\n')
+    models = load_config(path)["models"]
+    assert models["optimizer"]["model"] == "openai/target-x"
+    assert models["optimizer"]["temperature"] == 0.7
+    # other families keep their own default optimizer
+    path.write_text('method = "drpo"\n' + base)
+    assert load_config(path)["models"]["optimizer"]["model"] != "openai/target-x"
 
 
 # ----------------------------------------------------------------------------- whole runs

@@ -217,24 +217,42 @@ def _calls(runner):
 def test_calls_per_step_follow_the_documented_schedule(tmp_path, vapo_server, fake_key, method):
     runner, store = _runner(tmp_path, vapo_server, method=method,
                             search={"iterations": 4, "min_depth": 5})  # min_depth 5: only the depth limit ends a rollout
+    # PromptAgent: a slot draws up to 3 batches until one has an error; VAPO: one batch
+    draws = 3 if method == "promptagent" else 1
     per_expansion = runner.method.expansion_calls()
-    assert per_expansion == {"base": 2 * (3 + 6), "optimizer": 4, "evaluator": 0}
+    assert per_expansion == {"base": 2 * (draws * 3 + 6), "optimizer": 4, "evaluator": 0}
     first_plan = dict(runner.session["planned_calls"])
-    # upper bound: root 6 + (3 + 3 * 2) expansions * 18 base + test 2 * 6
-    assert first_plan == {"base": 6 + 9 * 18 + 12, "optimizer": 9 * 4, "evaluator": 0,
-                          "judge": 0}  # multiple choice: accuracy needs no judge call
+    # upper bound: root 6 + (3 + 3 * 2) expansions * per_expansion base + test 2 * 6
+    assert first_plan == {"base": 6 + 9 * per_expansion["base"] + 12, "optimizer": 9 * 4,
+                          "evaluator": 0, "judge": 0}  # multiple choice: no judge call
     expansions_per_iteration = {}
 
     async def go():
         while not runner.done:
             label = runner.method.describe_next()
             before = _calls(runner)
+            before_ids = set(runner.tree.nodes)
+            expanded = label.split()[-1].strip("()")
+            skipped_before = len(runner.tree[expanded]["meta"].get("skipped", [])) \
+                if expanded in runner.tree else 0
             await runner.step()
             delta = {r: _calls(runner)[r] - before[r] for r in before}
             if label.startswith("validate the root"):
                 assert delta == {"base": 6, "optimizer": 0, "evaluator": 0, "judge": 0}
             elif ": expand" in label or ": simulate" in label:
-                assert delta == {**per_expansion, "judge": 0}, label
+                # batch answers for every batch drawn, then per child made: 2 optimizer
+                # calls and its validation
+                new = [n for i, n in runner.tree.nodes.items() if i not in before_ids]
+                assert all(n["parent"] == expanded for n in new)
+                skipped = runner.tree[expanded]["meta"].get("skipped", [])[skipped_before:]
+                drawn = [1 + len(n["detail"]["action"].get("skipped_batches", [])) for n in new]
+                assert all(d <= draws for d in drawn)
+                assert all(len(entry["batches"]) == draws for entry in skipped)
+                batches = sum(drawn) + sum(len(entry["batches"]) for entry in skipped)
+                assert len(new) + len(skipped) == 2
+                assert delta == {"base": 3 * batches + 6 * len(new), "optimizer": 2 * len(new),
+                                 "evaluator": 0, "judge": 0}, label
+                assert all(delta[r] <= per_expansion[r] for r in per_expansion)
                 it = int(label.split()[1].split("/")[0])
                 expansions_per_iteration[it] = expansions_per_iteration.get(it, 0) + 1
             elif label.startswith(("evaluate", "held-out")):

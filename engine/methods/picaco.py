@@ -2,11 +2,14 @@
 (seeds/PICACO.txt §3, App. C-D; DESIGN §6), and the paper's baselines.
 
 Estimators (names as in the paper's §3):
-    q_omega(v_k | x, y) = judge score / 5                        (evaluator, per value)
+    q_omega(v_k | x, y) = judge score / 5 * 100, a percentage    (evaluator, per value; App. C.1
+                          "converted into percentage values": log q_omega > 0, so Eq. 4 grows
+                          with p_e and rewards instructions that reproduce the aligned pool)
     q_phi(S | x, y)     = 1 + Sim(S, y) - Sim(x, y)              (Eq. 5; clamped to >= 1e-6)
     p_e(y | x)          = (1/n) sum_l Sim(y, y_l), y_l ~ p(.|x, e), n samples in one call
                                                                  (Eq. 6; clamped to >= 0)
-    Sim = cosine of all-MiniLM-L6-v2 embeddings.
+    Sim = cosine of all-MiniLM-L6-v2 embeddings; a text longer than the model's window (S, long
+    answers) is embedded in pieces that fit and their vectors averaged (engine.embeddings).
 
     score(y)  = beta * sum_k log q_omega(v_k|x,y) - log q_phi(S|x,y)
     B_i       = sum_{noise y} p(y|x_i) * log q_phi(S|x_i,y)                   (constant in e)
@@ -24,8 +27,11 @@ Steps (each saved):
                  existing instructions stratified by TC_e (lowest, a low one, a high one, the
                  highest; labelled poor/fair/okay/good, no numbers), 3 demonstrations, a technique
                  hint and the word limit, answering between <INS> and </INS>; candidates = the new
-                 ones + the `new_instructions` best existing; each scored by Eq. 4 with n samples
-                 per prompt (one call each, a fixed demonstration draw per prompt); e^t = the best.
+                 ones + the `new_instructions` best existing (by their last TC_e); each scored by
+                 Eq. 4 with the current pools, n samples per prompt (one call each, a fixed
+                 demonstration draw per prompt); e^t = the best of those scored on the current
+                 pools. Every TC_e carries the pool iteration it was computed on (meta["tc"] keys,
+                 detail["pe_iteration"]).
     evaluate     the held-out evaluation (engine.evaluation, one batch a step): root (the seed
                  instruction; for picaco answered with the final's demonstrations, for the
                  baselines as Q+IF) and the final prompt on held-out prompts (never the
@@ -54,6 +60,7 @@ from ..tree import note_call
 
 EPS = 1e-6
 ROLES = ("base", "optimizer", "evaluator")
+PERCENT = 100.0 / 5  # a 1-5 judge score as a percentage (App. C.1): 1 -> 20, 5 -> 100
 
 
 # ----------------------------------------------------------------------------- formulas
@@ -68,8 +75,17 @@ def p_e(sims: list[float]) -> float:
     return max(0.0, sum(sims) / len(sims)) if sims else 0.0
 
 
+def q_omega(score: float) -> float:
+    """q_omega(v_k | x, y) from the judge's 1-5 score: a percentage (App. C.1)."""
+    return round(score * PERCENT, 4)
+
+
 def aligned_score(q_omegas: list[float], qphi: float, beta: float) -> float:
-    """beta * sum_k log q_omega - log q_phi: the aligned pool's ranking (and Eq. 4's bracket)."""
+    """beta * sum_k log q_omega - log q_phi: the aligned pool's ranking (and Eq. 4's bracket).
+    q_omega in percent: against score / 5 every score is shifted by beta * K * log 100, the
+    same for every answer, so the pool's ranking is unchanged, but the bracket is positive for
+    any judged answer (beta * K * log 20 > log q_phi's largest value, log 3, when
+    beta * K >= 0.37) and Eq. 4 then prefers instructions whose samples reproduce the pool."""
     return beta * sum(math.log(max(EPS, q)) for q in q_omegas) - math.log(max(EPS, qphi))
 
 
@@ -285,9 +301,24 @@ class PICACO:
 
     # ------------------------------------------------------------------ one step
 
+    def _upgrade_pools(self) -> None:
+        """Aligned pools saved when q_omega was score / 5 (every q <= 1; a percentage is >= 20)
+        move to percentages, their scores recomputed, so old and new answers rank together."""
+        s = self.state
+        for pool in (s.get("aligned") or {}).values():
+            for item in pool:
+                q = item.get("q") or {}
+                if q and all(isinstance(v, (int, float)) and v <= 1 for v in q.values()):
+                    item["q"] = {n: round(v * 100, 4) for n, v in q.items()}
+                    item["score"] = round(aligned_score(list(item["q"].values()),
+                                                        item.get("q_phi", 1.0),
+                                                        s.get("beta", self.search["beta"])), 6)
+
     async def step(self, ctx) -> None:
         if self.done:
             return
+        if self.method == "picaco":
+            self._upgrade_pools()
         kind, _, t = self.stage.partition(":")
         handler = getattr(self, f"_step_{kind}")
         await (handler(ctx, int(t)) if t else handler(ctx))
@@ -400,7 +431,7 @@ class PICACO:
                 except CallFailed as exc:
                     ctx.emit("warning", current["id"], message=f"E-step judge: {exc}")
                     continue
-                out.append({"text": text, "q": {n: round(verdict[n]["score"] / 5, 4) for n in names},
+                out.append({"text": text, "q": {n: q_omega(verdict[n]["score"]) for n in names},
                             "reasons": {n: verdict[n]["reason"] for n in names}, "iteration": t})
             return out
 
@@ -418,6 +449,11 @@ class PICACO:
         s["iteration"] = t
         ctx.emit("pool", current["id"], pool="aligned", iteration=t,
                  sizes={k: len(v) for k, v in s["aligned"].items()})
+
+    def _on_current_pools(self, node: dict) -> bool:
+        """Whether the node's TC_e was computed with the pools as they are now."""
+        return (node["reward"] is not None
+                and node.get("detail", {}).get("pe_iteration") == self.state["iteration"])
 
     def _ranked_history(self, ctx) -> list[str]:
         """Scored, usable instructions by latest TC_e, ascending (ties: the earlier node)."""
@@ -474,6 +510,7 @@ class PICACO:
         from ..embeddings import cosine
 
         s = self.state
+        self._upgrade_pools()
         per_prompt, pes = [], {}
 
         async def one(i: int, prompt: str):
@@ -533,11 +570,15 @@ class PICACO:
                                          for j, child in enumerate(children)))
         new = [c for c, ok in zip(children, written) if ok]
         candidates = new + [ctx.tree[i] for i in existing]
+        # every candidate is (re-)scored with the current pools, whenever it was last scored:
+        # an instruction written or scored mid-iteration (a person's, a regenerated one) or in
+        # an earlier iteration is never ranked by a TC_e from other pools
         await asyncio.gather(*(self._score(ctx, node, existing=node["id"] in existing)
                                for node in candidates))
         s["history"] += [c["id"] for c in new]
+        # one whose re-scoring failed keeps an older TC_e and sits out
         scored = [n for n in ctx.tree.usable([c["id"] for c in candidates])
-                  if str(t) in n["meta"].get("tc", {})]
+                  if self._on_current_pools(n)]
         if scored:
             best = max(scored, key=lambda n: (n["reward"], -int(n["id"][1:])))
             s["current"] = best["id"]
@@ -550,7 +591,7 @@ class PICACO:
     # ------------------------------------------------------------------ OPRO
 
     async def _opro_score(self, ctx, node: dict) -> None:
-        """OPRO's score: mean q_omega over the prompts' answers, times 100."""
+        """OPRO's score: mean q_omega (in percent: 0-100) over the prompts' answers."""
         s = self.state
 
         async def one(i: int, prompt: str) -> float:
@@ -560,14 +601,14 @@ class PICACO:
             if result.error:
                 raise CallFailed(f"answer: {result.error}", result.record)
             verdict = await self._judge(ctx, prompt, result.text.strip(), node["id"])
-            return sum(v["score"] / 5 for v in verdict.values()) / len(verdict)
+            return sum(q_omega(v["score"]) for v in verdict.values()) / len(verdict)
         try:
             scores = await gather_or_cancel(one(i, x) for i, x in enumerate(s["prompts"]))
         except CallFailed as exc:
             ctx.tree.fail(node["id"], str(exc))
             ctx.emit("node_failed", node["id"], error=str(exc))
             return
-        node["reward"] = round(100 * sum(scores) / len(scores), 2)
+        node["reward"] = round(sum(scores) / len(scores), 2)  # mean q_omega, already in percent
         node["detail"]["query"] = f"{len(s['prompts'])} prompts"
         ctx.emit("node_scored", node["id"], reward=node["reward"])
 
@@ -779,7 +820,18 @@ class PICACO:
         return self.state.get("final") if self.done else None
 
     def best_node(self, ctx) -> str | None:
-        if self.method in ("picaco", "opro"):
+        if self.method == "picaco":
+            # TC_e values from different pools are not compared: the best of those scored with
+            # the current pools; none yet (just after an E-step): the last M-step's choice
+            ranked = self._ranked_history(ctx)
+            current = [i for i in ranked if self._on_current_pools(ctx.tree[i])]
+            if current:
+                return current[-1]
+            chosen = self.state.get("current")
+            if chosen in ctx.tree and ctx.tree[chosen]["reward"] is not None:
+                return chosen
+            return ranked[-1] if ranked else None
+        if self.method == "opro":
             ranked = self._ranked_history(ctx)
             return ranked[-1] if ranked else None
         return self.state.get("final")
@@ -790,7 +842,10 @@ class PICACO:
 
     def view(self, ctx) -> dict:
         s = self.state
-        stats = {n["id"]: {"TC": n["reward"]} for n in ctx.tree.nodes.values()
+        # TC_e with the pool iteration it was computed on ("t"; current pools: s["iteration"])
+        stats = {n["id"]: {"TC": n["reward"], "t": n.get("detail", {}).get("pe_iteration"),
+                           "current": self._on_current_pools(n)}
+                 for n in ctx.tree.nodes.values()
                  if n["reward"] is not None and self.method == "picaco"}
         per = [ctx.tree[i]["reward"] for i in s["best_per_iteration"]
                if ctx.tree[i]["reward"] is not None]

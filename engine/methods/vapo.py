@@ -20,20 +20,32 @@ MCTS, as PromptAgent implements it (its choices are followed where the paper is 
 One iteration = select (UCT from the root to a leaf) / expand (the leaf gets expand_width
 children, one per training batch; the best child by reward continues) / simulate (greedy
 rollout: expand the trajectory's end, keep its best child, until a terminal node) /
-back-propagate. Each of those is one step; a simulate step expands one node. PromptAgent
-resamples a batch without errors forever (its loop could hang); here such a batch still
-expands, with feedback on what to guard against. PromptAgent's early stop (ending a rollout
-at a new global best) is not used: rollouts go to the depth limit or a terminal node.
+back-propagate. Each of those is one step; a simulate step expands one node. PromptAgent's
+early stop (ending a rollout at a new global best) is not used: rollouts go to the depth
+limit or a terminal node.
+
+A training batch on which the parent's prompt makes no error:
+    basis (PromptAgent)  skipped, and the slot draws the next batch, as PromptAgent's MCTS
+                         expansion does (`if gradient_descent_output['acc'] == -1: continue`
+                         in its code before 2024-05-15); its loop was unbounded, here a slot
+                         draws at most NO_ERROR_DRAWS batches, then it is recorded as skipped
+                         (no child; the parent's meta["skipped"] lists its batches)
+    valuecot (VAPO)      expands: "correct faults if found; guard against them if none"
+Feedback and rewrites run at OPTIMIZER_TEMPERATURE (1.0, PromptAgent's optimizer setting).
 
 Calls. One expansion of a node makes, for each of its expand_width children:
-    base       batch_size (the parent's answers on the batch) + V (the child's validation)
+    base       D * batch_size (the parent's answers on the drawn batches) + V (the child's
+               validation)
     optimizer  2 (feedback + rewrite)
-    evaluator  batch_size + V for free-form tasks (judge scores), else 0
-with V = validation size. The root's validation costs V base (+ V evaluator). An iteration
-whose selected leaf is at depth d expands at most depth_limit - d nodes (fewer when the
-rollout meets a terminal node). The final evaluation costs 2 * test base calls (+ as many
-evaluator calls for free-form), or half when the final prompt is the root. The planned
-count is an upper bound, tightened after every step.
+    evaluator  D * batch_size + V for free-form tasks (judge scores), else 0
+with V = validation size and D = the batches drawn (1 for valuecot; 1 to NO_ERROR_DRAWS for
+basis, and a slot skipped after NO_ERROR_DRAWS clean batches makes no optimizer or
+validation call). The root's validation costs V base (+ V evaluator). An iteration whose
+selected leaf is at depth d expands at most depth_limit - d nodes (fewer when the rollout
+meets a terminal node). The held-out evaluation answers the test split under the root and
+the final prompt: 2 * test base calls (+ its judge's calls for free-form). The planned count
+is an upper bound (D = NO_ERROR_DRAWS for basis), tightened after every step and equal to the
+calls made once the run ends.
 """
 from __future__ import annotations
 
@@ -46,10 +58,15 @@ from ..evaluation import HeldOut, node_prompt
 from ..gateway import CallFailed, gather_or_cancel
 from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_score, extract_json
 from ..prompts import vapo as P
-from ..tasks import extract_choice, format_question
+from ..tasks import LANGUAGE, extract_choice, format_question
 from ..tree import note_call
 
 ROLES = ("base", "optimizer", "evaluator")
+# PromptAgent's example config runs the optimizer at temperature 1.0; feedback and rewrites
+# use it whatever the optimizer role's own temperature is.
+OPTIMIZER_TEMPERATURE = 1.0
+# basis (PromptAgent): batches a slot draws before an expansion slot with no error is skipped
+NO_ERROR_DRAWS = 3
 
 
 # ----------------------------------------------------------------------------- formulas
@@ -127,18 +144,24 @@ class VAPO:
     # ------------------------------------------------------------------ set-up & plan
 
     def setup(self, ctx, inputs: dict) -> None:
-        from ..tasks import split_sizes, split_tasks
+        from ..tasks import (paper_split_sizes, select_dimension, split_sizes, split_tasks,
+                             task_language)
 
-        items = inputs["tasks"]
-        sizes = split_sizes(len(items), self.data_cfg["train"], self.data_cfg["validation"],
-                            self.data_cfg["test"])
+        # Flames: the records of the dimension the judge scores, when the task has several
+        items = select_dimension(inputs["tasks"], self.data_cfg.get("dimension"))
+        if self.data_cfg.get("split") == "paper":
+            sizes = paper_split_sizes(items)
+        else:
+            sizes = split_sizes(len(items), self.data_cfg["train"],
+                                self.data_cfg["validation"], self.data_cfg["test"])
         split = split_tasks(items, sizes, self.cfg["random_seed"])
+        language = task_language(items, self.search.get("language", "auto"))
         root = ctx.tree.add(self.search["initial_prompt"], kind="root", step=ctx.step,
                             meta={"phase": "prompt", "level": 0, "cum_rewards": []})
         self.state.update(
             items=items, split=split, task_type=self.data_cfg["task_type"], root=root["id"],
-            stage="root", iteration=0, path=[], paths=[], final=None, evaluation=None,
-            done=False, expansions={})
+            language=language, stage="root", iteration=0, path=[], paths=[], final=None,
+            evaluation=None, done=False, expansions={})
         # the held-out evaluation: root vs final on the test split, by the judge role
         by_id = {item["id"]: item for item in items}
         test = [{"id": f"i{i}", "query": by_id[i]["question"],
@@ -164,13 +187,30 @@ class VAPO:
     def multiple_choice(self) -> bool:
         return self.state["task_type"] == "multiple-choice"
 
+    @property
+    def language(self) -> str:
+        """The language of the meta-prompts and the answer-format line ("en" / "zh")."""
+        return self.state.get("language") or "en"
+
+    @property
+    def skips_clean_batches(self) -> bool:
+        """PromptAgent (basis) skips a batch without error; ValueCoT expands it (guards)."""
+        return self.search["meta_prompts"] == "basis"
+
+    @property
+    def draws(self) -> int:
+        """Batches one expansion slot may answer: NO_ERROR_DRAWS for basis, else 1."""
+        return NO_ERROR_DRAWS if self.skips_clean_batches else 1
+
     def expansion_calls(self) -> dict[str, int]:
-        """Calls of one expansion (expand_width children)."""
+        """Calls of one expansion (expand_width children), at most: for basis, every slot
+        may draw NO_ERROR_DRAWS batches."""
         k = self.search["expand_width"]
         b = min(self.search["batch_size"], len(self.state["split"]["train"]))  # as _batches
         v = len(self.state["split"]["validation"])
-        return {"base": k * (b + v), "optimizer": 2 * k,
-                "evaluator": 0 if self.multiple_choice else k * (b + v)}
+        answers = self.draws * b
+        return {"base": k * (answers + v), "optimizer": 2 * k,
+                "evaluator": 0 if self.multiple_choice else k * (answers + v)}
 
     def plan(self) -> dict[str, int]:
         """An upper bound on the calls still to come from the current state."""
@@ -281,7 +321,9 @@ class VAPO:
         action = node["detail"].get("action") or {}
         if not node["text"] and node["kind"] == "candidate" and action.get("batch"):
             sample = node["meta"].get("sample", node["meta"].get("batch", 0))
-            await self._child_from_batch(ctx, parent, node, action["batch"], sample)
+            # the batch it failed on, then (basis) the batches its slot had left to draw
+            candidates = action.get("candidates") or [action["batch"]]
+            await self._child_from_batch(ctx, parent, node, candidates, sample)
         elif node["text"]:
             await self._validate(ctx, node)
         else:  # a regenerated node whose rewrite failed: regenerate from its parent again
@@ -373,7 +415,11 @@ class VAPO:
         if not self.heldout.started:
             self.heldout.start([node_prompt(label, ctx.tree[node_id]) for label, node_id
                                 in (("root", s["root"]), ("final", s["final"]))])
-        verdict = await self.heldout.step(ctx)
+        token = LANGUAGE.set(self.language)  # the test items' answer-format line
+        try:
+            verdict = await self.heldout.step(ctx)
+        finally:
+            LANGUAGE.reset(token)
         if verdict is None:
             return
         verdict["metric"] = "accuracy" if self.multiple_choice else verdict["judge"]
@@ -389,7 +435,7 @@ class VAPO:
     async def _answer(self, ctx, node: dict, item: dict) -> dict:
         """The base model's answer to one item under the node's prompt, graded."""
         messages = [{"role": "system", "content": node["text"]},
-                    {"role": "user", "content": format_question(item)}]
+                    {"role": "user", "content": format_question(item, self.language)}]
         result = await ctx.gateway.call("base", messages, purpose="answer", node=node["id"])
         note_call(node, result.record)
         if result.error:
@@ -447,56 +493,138 @@ class VAPO:
         node["meta"]["terminal"] = self._terminal(ctx, node)
         ctx.emit("node_scored", node["id"], reward=node["reward"])
 
-    def _batches(self, node: dict, expansion: int) -> list[list[int]]:
-        """expand_width training batches for one expansion of `node` (seeded, disjoint when
-        the training split is large enough)."""
+    def _batches(self, node: dict, expansion: int) -> list[list[list[int]]]:
+        """For one expansion of `node`: each of its expand_width slots' candidate training
+        batches, in the order the slot draws them (one for valuecot, NO_ERROR_DRAWS for
+        basis). Seeded; consecutive chunks of a stream of shuffles of the training split,
+        one shuffle per pass as a shuffling data loader makes them (the first expand_width
+        chunks are the slots' first batches), disjoint while a pass lasts."""
         train = list(self.state["split"]["train"])
         rng = random.Random(f"{self.cfg['random_seed']}:batch:{node['id']}:{expansion}")
-        rng.shuffle(train)
         b = min(self.search["batch_size"], len(train))
-        out = []
-        for j in range(self.search["expand_width"]):
-            start = (j * b) % len(train)
-            chunk = (train + train)[start:start + b]
-            out.append(chunk)
-        return out
+        k = self.search["expand_width"]
+        need = k * self.draws * b
+        stream: list[int] = []
+        while len(stream) < need:
+            rng.shuffle(train)
+            stream += train
+        return [[stream[(attempt * k + j) * b:(attempt * k + j + 1) * b]
+                 for attempt in range(self.draws)] for j in range(k)]
+
+    async def _draw(self, ctx, parent: dict, candidates: list[list[int]]) -> dict:
+        """The parent's answers on a slot's batches, drawn in turn until one has an error
+        (basis; valuecot takes the first batch as it is).
+
+        {"outcome": "ok" | "failed" | "skipped", "batch", "answers", "clean" (the batches
+        without error drawn before), "candidates" (from the batch in use on), "error"}"""
+        clean: list[list[int]] = []
+        for i, batch in enumerate(candidates):
+            try:
+                answers = await self._answers(ctx, parent, batch)
+            except CallFailed as exc:
+                return {"outcome": "failed", "batch": batch, "clean": clean,
+                        "candidates": candidates[i:], "error": str(exc), "record": exc.record}
+            if not self.skips_clean_batches or any(not a["correct"] for a in answers):
+                return {"outcome": "ok", "batch": batch, "answers": answers, "clean": clean,
+                        "candidates": candidates[i:]}
+            clean.append(batch)
+        return {"outcome": "skipped", "clean": clean}
+
+    def _note_skipped(self, ctx, parent: dict, batches: list[list[int]], expansion: int | None,
+                      slot: int | None) -> None:
+        parent["meta"].setdefault("skipped", []).append(
+            {"expansion": expansion, "slot": slot, "batches": batches})
+        ctx.emit("batch_skipped", parent["id"], batches=batches,
+                 message=f"no error on {len(batches)} training batch(es): the expansion slot is "
+                         f"skipped, as PromptAgent skips a batch without error")
 
     async def _expand(self, ctx, node: dict) -> None:
         s = self.state
         expansion = s["expansions"].get(node["id"], 0)
         s["expansions"][node["id"]] = expansion + 1
         node["status"] = "expanded" if node["status"] == "open" else node["status"]
-        batches = self._batches(node, expansion)
-        children = [ctx.tree.add("", parent=node["id"], kind="candidate", step=ctx.step,
+        slots = self._batches(node, expansion)
+        draws = await gather_or_cancel(self._draw(ctx, node, candidates) for candidates in slots)
+        children = []
+        for j, draw in enumerate(draws):  # children are added in slot order (stable ids)
+            if draw["outcome"] == "skipped":
+                self._note_skipped(ctx, node, draw["clean"], expansion, j)
+                continue
+            child = ctx.tree.add("", parent=node["id"], kind="candidate", step=ctx.step,
                                  meta={"phase": "prompt", "level": node["depth"] + 1,
-                                       "cum_rewards": [], "batch": j})
-                    for j in range(len(batches))]
-        for j, child in enumerate(children):
-            child["meta"]["sample"] = expansion * 100 + j  # a retry asks with the same sample
-        await asyncio.gather(*(self._child_from_batch(ctx, node, child, batch, expansion * 100 + j)
-                               for j, (child, batch) in enumerate(zip(children, batches))))
-        feedbacks = [c["detail"]["action"]["feedback"] for c in children
+                                       "cum_rewards": [], "batch": j,
+                                       "sample": expansion * 100 + j})  # a retry asks alike
+            action = {"batch": draw["batch"], "candidates": draw["candidates"]}
+            if draw["clean"]:
+                action["skipped_batches"] = draw["clean"]
+            child["detail"]["action"] = action
+            if draw["outcome"] == "failed":
+                if draw["record"]:
+                    note_call(child, draw["record"])
+                ctx.tree.fail(child["id"], draw["error"])
+                ctx.emit("node_failed", child["id"], error=draw["error"])
+                continue
+            children.append((child, draw["answers"]))
+        await asyncio.gather(*(self._child_from_answers(ctx, node, child, answers,
+                                                        child["meta"]["sample"])
+                               for child, answers in children))
+        if all(draw["outcome"] == "skipped" for draw in draws):
+            ctx.emit("warning", node["id"], message=f"expansion skipped: no training batch "
+                                                    f"drawn ({self.draws} per slot) had an error")
+        made = [ctx.tree[c] for c in node["children"]]
+        feedbacks = [c["detail"]["action"]["feedback"] for c in made
                      if c["detail"].get("action", {}).get("feedback")]
         if feedbacks and not node["meta"].get("critique_edited"):
             node["critique"] = "\n\n".join(
                 f"[batch {i + 1}]\n{text}" if len(feedbacks) > 1 else text
                 for i, text in enumerate(feedbacks))
 
-    async def _child_from_batch(self, ctx, parent: dict, child: dict, batch: list[int],
-                                sample: int) -> None:
+    async def _child_from_batch(self, ctx, parent: dict, child: dict,
+                                candidates: list[list[int]], sample: int) -> None:
+        """A retry of a child whose expansion failed: draw its slot's batches again (answers
+        already paid for replay from the cache), then feedback, rewrite and validation."""
+        action = child["detail"].setdefault("action", {})
+        draw = await self._draw(ctx, parent, candidates)
+        if draw["outcome"] == "skipped":
+            # every batch left had no error: PromptAgent would not have made this child
+            batches = action.get("skipped_batches", []) + draw["clean"]
+            s = self.state
+            used = {s.get("final"), *s.get("path", []), *(i for p in s.get("paths", []) for i in p)}
+            if child["children"] or child["id"] in used:  # kept where something points at it
+                ctx.tree.fail(child["id"], "no error on the batches left to draw; "
+                                           "nothing to expand from (prune this node)")
+                return
+            parent["children"].remove(child["id"])
+            del ctx.tree.nodes[child["id"]]
+            self._note_skipped(ctx, parent, batches, None, child["meta"].get("batch"))
+            return
+        action.update(batch=draw["batch"], candidates=draw["candidates"])
+        if draw["clean"]:
+            action["skipped_batches"] = action.get("skipped_batches", []) + draw["clean"]
+        if draw["outcome"] == "failed":
+            if draw["record"]:
+                note_call(child, draw["record"])
+            ctx.tree.fail(child["id"], draw["error"])
+            ctx.emit("node_failed", child["id"], error=draw["error"])
+            return
+        await self._child_from_answers(ctx, parent, child, draw["answers"], sample)
+
+    async def _child_from_answers(self, ctx, parent: dict, child: dict, answers: list[dict],
+                                  sample: int) -> None:
+        """Feedback on the parent's answers to the child's batch, the rewrite, the child's
+        validation."""
         variant = self.search["meta_prompts"]
         items = self.state["items"]
-        action: dict[str, Any] = {"batch": batch}
-        child["detail"]["action"] = action
+        action = child["detail"]["action"]
         try:
-            answers = await self._answers(ctx, parent, batch)
             failed = [a for a in answers if not a["correct"]]
             action.update(answers=answers, failed=[a["item"] for a in failed], guard=not failed)
-            shown = [P.describe_example(items[a["item"]], a) for a in failed]
+            shown = [P.describe_example(items[a["item"]], a, self.language) for a in failed]
             feedback_result = await ctx.gateway.call(
-                "optimizer", [{"role": "user", "content": P.action(variant, parent["text"], shown,
-                                                                   len(batch))}],
-                purpose="feedback", node=child["id"], sample=sample)
+                "optimizer", [{"role": "user", "content": P.action(
+                    variant, parent["text"], shown, len(action["batch"]), self.language)}],
+                purpose="feedback", node=child["id"], sample=sample,
+                temperature=OPTIMIZER_TEMPERATURE)
             note_call(child, feedback_result.record)
             if feedback_result.error or not feedback_result.text.strip():
                 raise CallFailed(f"feedback: {feedback_result.error or 'empty answer'}",
@@ -515,7 +643,8 @@ class VAPO:
     async def _rewrite(self, ctx, parent: dict, child: dict, shown: list[str], feedback: str,
                        sample: int) -> None:
         history = [n["text"] for n in ctx.tree.path(parent["id"])]
-        prompt = P.optimize(self.search["meta_prompts"], parent["text"], shown, feedback, history)
+        prompt = P.optimize(self.search["meta_prompts"], parent["text"], shown, feedback, history,
+                            language=self.language)
 
         def parse(text: str) -> str:
             try:
@@ -528,7 +657,8 @@ class VAPO:
             return new
         new_text, record = await ctx.gateway.ask(
             "optimizer", [{"role": "user", "content": prompt}], parse, purpose="rewrite",
-            node=child["id"], sample=sample, schema=P.REWRITE_SCHEMA)
+            node=child["id"], sample=sample, schema=P.REWRITE_SCHEMA,
+            temperature=OPTIMIZER_TEMPERATURE)
         note_call(child, record)
         child["text"] = new_text
         ctx.emit("node_added", child["id"], parent=parent["id"])
@@ -575,7 +705,7 @@ class VAPO:
                 if not answer["correct"] and answer["item"] not in seen:
                     seen.add(answer["item"])
                     failed.append(answer)
-        shown = [P.describe_example(items[r["item"]], r) for r in failed]
+        shown = [P.describe_example(items[r["item"]], r, self.language) for r in failed]
         child["detail"]["action"] = {"feedback": node["critique"], "failed": [r["item"] for r in failed],
                                      "from": "the person's critique" if node["meta"].get("critique_edited")
                                      else "the node's feedback"}
