@@ -48,6 +48,12 @@ class EvalStore:
             raise self.store._unavailable(exc, f"cannot lock evaluation {eval_id}") from None
         self._locks[eval_id] = lock
 
+    def unlock(self, eval_id: str) -> None:
+        lock = self._locks.pop(check_session_id(eval_id), None)
+        if lock is not None:
+            with suppress(OSError):
+                lock.release()
+
     def close(self) -> None:
         for lock in self._locks.values():
             with suppress(OSError):

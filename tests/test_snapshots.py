@@ -84,3 +84,41 @@ def test_wizard(snap_compare, store_dir):
         await pilot.press("n")
         await pilot.pause(0.5)
     assert snap_compare(PromptArborApp(store_dir), terminal_size=(130, 50), run_before=wizard)
+
+
+# ----------------------------------------------------------------------------- results view
+# A fixed verdict (no run): the Results view drawn at the smallest size it supports and at a
+# large one; the Items tab with the side-by-side answers.
+
+def _results(keys: tuple[str, ...] = ()):
+    async def run_before(pilot):
+        from test_tui_results import fixed_verdict
+        from tui.results import ResultsScreen
+
+        await pilot.pause(0.1)
+        pilot.app.push_screen(ResultsScreen(fixed_verdict()))
+        await pilot.pause(0.3)
+        for key in keys:
+            await pilot.press(key)
+            await pilot.pause(0.1)
+    return run_before
+
+
+def test_results_80x24(snap_compare, tmp_path):
+    assert snap_compare(PromptArborApp(tmp_path / "store"), terminal_size=(80, 24),
+                        run_before=_results())
+
+
+def test_results_160x45(snap_compare, tmp_path):
+    assert snap_compare(PromptArborApp(tmp_path / "store"), terminal_size=(160, 45),
+                        run_before=_results())
+
+
+def test_results_items_80x24(snap_compare, tmp_path):
+    assert snap_compare(PromptArborApp(tmp_path / "store"), terminal_size=(80, 24),
+                        run_before=_results(("b", "down")))
+
+
+def test_results_items_160x45(snap_compare, tmp_path):
+    assert snap_compare(PromptArborApp(tmp_path / "store"), terminal_size=(160, 45),
+                        run_before=_results(("w",)))

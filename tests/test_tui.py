@@ -400,8 +400,14 @@ def test_wizard_creates_a_session_and_browser_renames_it(tmp_path, fake_server, 
                 wizard.query_one(f"#num-drpo-{key}").value = value
             wizard.query_one("#icl-opt").value = True
             wizard.query_one("#data-drpo-seed").value = str(seed)
-            await wait_for(pilot, lambda: "Planned calls: base 3, optimizer 2, evaluator 5"
-                           in str(wizard.query_one("#plan").render()))
+            # the engine's plan for this config: the search's calls, then the held-out
+            # evaluation's (root and final answer every held-out item; each answer judged)
+            from engine.runner import plan_calls
+
+            expected = plan_calls(*wizard.build())
+            line = "Planned calls: " + ", ".join(f"{r} {n}" for r, n in expected.items())
+            await wait_for(pilot, lambda: line in str(wizard.query_one("#plan").render()))
+            assert expected["judge"] > 0 and expected["optimizer"] == 2
             assert "How do tides work?" in str(wizard.query_one("#preview").render())
             wizard.query_one("#num-drpo-depth").value = "0"  # invalid: shown, not created
             await wait_for(pilot, lambda: "search.depth must be at least 1"
@@ -411,8 +417,7 @@ def test_wizard_creates_a_session_and_browser_renames_it(tmp_path, fake_server, 
             await wait_for(pilot, lambda: isinstance(app.screen, WorkbenchScreen)
                            and app.screen.snap is not None)
             session_id = app.screen.session_id
-            assert app.screen.snap["summary"]["planned_calls"] == {"base": 3, "optimizer": 2,
-                                                                  "evaluator": 5}
+            assert app.screen.snap["summary"]["planned_calls"] == expected
             app.pop_screen()  # back to the browser (the workbench keeps its lock)
             app.store.unlock(session_id)
             await pilot.pause(0.1)

@@ -1,4 +1,5 @@
-"""The Textual workbench: session browser and the live search tree of one session.
+"""The Textual workbench: session browser and the live search tree of one session; the
+Results view of a held-out verdict (tui.results), marking and comparing two nodes.
 
 Engine work runs on `EngineThread` (its own event loop); this module only renders
 snapshots and sends the person's commands. Model, provider, data-file and session text is
@@ -7,6 +8,7 @@ notifications go through `toast` (markup off, escapes stripped).
 """
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 import time
@@ -29,6 +31,7 @@ from engine.config import family
 
 from . import views
 from .engine_thread import EngineThread
+from .results import ResultsScreen
 from .text import head, number, one_line, safe, strip_escapes
 
 KEYS = [
@@ -38,8 +41,21 @@ KEYS = [
     ("n", "new hand-written prompt under the selected node"), ("a", "accept the selected node"),
     ("o", "export the selected node (markdown file)"), ("d", "diff with the parent"),
     ("R", "retry the selected failed node (on a root: every failed node)"),
-    ("l", "show / hide the log"), ("?", "help"), ("ctrl+p", "command palette"),
+    ("l", "show / hide the log"),
+    ("v", "results of the session's held-out evaluation (root vs final)"),
+    ("m", "mark / unmark the selected node (⚑) to compare it"),
+    ("V", "compare the marked node with the selected one on the held-out set"),
+    ("?", "help"), ("ctrl+p", "command palette"),
     ("q", "quit (the session is saved either way)"),
+]
+
+BROWSER_KEYS = [
+    ("enter", "open the session in the workbench / the evaluation's results"),
+    ("e", "move between the sessions and the evaluations"),
+    ("v", "results of the session's held-out evaluation (root vs final)"),
+    ("n", "new session"), ("r", "rename the session"), ("d", "delete the session"),
+    ("o", "export the session's prompt (markdown file)"), ("?", "help"),
+    ("ctrl+p", "command palette"), ("q", "quit"),
 ]
 
 # key, what it does, the workbench action: also offered in the command palette
@@ -53,10 +69,22 @@ WORKBENCH_COMMANDS = [
     ("a", "accept the selected node", "accept"), ("o", "export the selected node", "export"),
     ("d", "diff with the parent", "diff"), ("l", "show / hide the log", "toggle_log"),
     ("R", "retry failed nodes (the selected one; on a root: every one)", "retry"),
+    ("v", "results of the held-out evaluation", "results"),
+    ("m", "mark / unmark the selected node", "mark"),
+    ("V", "compare the marked node with the selected one", "compare"),
+]
+
+# the Results screen's commands in the palette: key, what it does, action (with arguments)
+RESULTS_COMMANDS = [
+    ("w", "items that got worse", "filter", ("worse",)),
+    ("b", "items that got better", "filter", ("better",)),
+    ("a", "all items", "filter", ("all",)), ("s", "focus the other answer", "side", ()),
+    ("z", "full text of the focused answer", "full", ()), ("escape", "back", "close", ()),
 ]
 
 ICONS = {"root": "◆", "beam": "●", "best": "★", "expanded": "○", "pruned": "⌀",
          "failed": "✗", "accepted": "✓", "open": "·"}
+MARK = "⚑"
 
 
 def settings_path(store_root: Path) -> Path:
@@ -82,15 +110,17 @@ def toast(target, message: object, *, severity: str = "information",
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [Binding("escape", "dismiss(False)", "cancel"), Binding("y", "dismiss(True)", "yes")]
 
-    def __init__(self, question: str):
+    def __init__(self, question: str | Text, yes_variant: str = "error"):
         super().__init__()
         self.question = question
+        self.yes_variant = yes_variant
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Label(safe(self.question))
+        with VerticalScroll(id="dialog"):  # scrolls when a long question meets a small screen
+            yield Label(self.question if isinstance(self.question, Text) else safe(self.question),
+                        id="question")
             with Horizontal(id="buttons"):
-                yield Button("Yes (y)", id="yes", variant="error")
+                yield Button("Yes (y)", id="yes", variant=self.yes_variant)
                 yield Button("No (esc)", id="no")
 
     @on(Button.Pressed)
@@ -124,18 +154,27 @@ class EditScreen(ModalScreen[str | None]):
 
 
 class HelpScreen(ModalScreen[None]):
+    """The keys of one screen (by default the workbench's, with its icons)."""
+
     BINDINGS = [Binding("escape,q,question_mark", "dismiss(None)", "close")]
 
+    def __init__(self, keys: list[tuple[str, str]] | None = None, title: str = "PromptArbor keys"):
+        super().__init__()
+        self.keys = KEYS if keys is None else keys
+        self.title_text = title
+
     def compose(self) -> ComposeResult:
-        table = Table(title="PromptArbor keys", expand=True)
+        table = Table(title=safe(self.title_text), expand=True)
         table.add_column("key")
         table.add_column("what it does")
-        for key, text in KEYS:
-            table.add_row(key, text)
-        with Vertical(id="dialog"):
+        for key, text in self.keys:
+            table.add_row(safe(key), safe(text))
+        with VerticalScroll(id="dialog"):
             yield Static(table)
-            yield Static(Text("Icons: ◆ root · ● in the beam (DRPO) / on the current MCTS path (VAPO) · ★ best so far · "
-                              "○ expanded · · not scored yet · ⌀ pruned · ✗ failed · ✓ accepted"))
+            if self.keys is KEYS:
+                yield Static(Text("Icons: ◆ root · ● in the beam (DRPO) / on the current MCTS path (VAPO) · "
+                                  "★ best so far · ○ expanded · · not scored yet · ⌀ pruned · ✗ failed · "
+                                  f"✓ accepted · {MARK} marked (V compares it with the selected node)"))
 
 
 class NewSessionScreen(ModalScreen[dict | None]):
@@ -341,22 +380,39 @@ class NewSessionScreen(ModalScreen[dict | None]):
 class BrowserScreen(Screen):
     BINDINGS = [Binding("enter", "open", "open"), Binding("n", "new", "new"),
                 Binding("r", "rename", "rename"), Binding("d", "delete", "delete"),
-                Binding("o", "export", "export"), Binding("q", "app.quit", "quit"),
-                Binding("question_mark", "app.push_screen('help')", "help")]
+                Binding("o", "export", "export"), Binding("e", "switch", "sessions/evaluations"),
+                Binding("v", "results", "results"),
+                Binding("q", "app.quit", "quit"),
+                Binding("question_mark", "help", "help")]
 
     def compose(self) -> ComposeResult:
         yield Static(Text("PromptArbor · sessions", style="bold"), id="title")
         yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+        yield Static(Text("evaluations (e: move here · enter: results)", style="bold"),
+                     id="evals-title")
+        yield DataTable(id="evals", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: dict[str, dict] = {}  # row key (session id) -> the store's summary
+        self.eval_rows: dict[str, dict] = {}  # row key (evaluation id) -> its summary
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#sessions", DataTable)
         table.add_columns("id", "name", "method", "status", "steps", "best", "cost", "last change")
+        evals = self.query_one("#evals", DataTable)
+        evals.add_columns("id", "name", "judge", "n × k", "prompts", "status", "cost",
+                          "last change")
         self.reload()
+        table.focus()
+
+    def on_screen_resume(self) -> None:
+        if self.is_mounted:
+            self.reload()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(BROWSER_KEYS, "Browser keys"))
 
     @staticmethod
     def _when(updated) -> str:
@@ -376,17 +432,33 @@ class BrowserScreen(Screen):
                 safe(number(row.get("best_reward"))), safe("$" + number(row.get("cost", 0), ".4f")),
                 safe(self._when(row.get("updated"))))
 
+    def _eval_cells(self, row: dict) -> tuple:
+        """An evaluation's cells (plain Text); a file that cannot be read shows its error."""
+        if row.get("status") == "corrupt":
+            return (safe(row.get("id")), safe(one_line(row.get("error"), 70), style="red"),
+                    safe("?"), safe(""), safe(""), safe("corrupt", style="red"), safe(""),
+                    safe(self._when(row.get("updated"))))
+        prompts = row.get("prompts")
+        prompts = " vs ".join(one_line(p, 20) for p in prompts) if isinstance(prompts, list) \
+            else one_line(prompts, 40)
+        return (safe(row["id"]), safe(one_line(row.get("name"), 40)), safe(row["judge"]),
+                safe(f"{number(row.get('n'), 'd')} × {number(row.get('samples'), 'd')}"),
+                safe(one_line(prompts, 50)), safe(row.get("status") or "?"),
+                safe("$" + number(row.get("cost", 0), ".4f")),
+                safe(self._when(row.get("updated"))))
+
     def reload(self) -> None:
-        """List the store's sessions; a file that cannot be read is a "corrupt" row with its
-        error (nothing is moved or rewritten), and no row can stop the others from showing."""
-        table = self.query_one(DataTable)
+        """List the store's sessions and evaluations; a file that cannot be read is a
+        "corrupt" row with its error (nothing is moved or rewritten), and no row can stop the
+        others from showing."""
+        table = self.query_one("#sessions", DataTable)
         table.clear()
         self.rows = {}
         try:
             rows = self.app.store.list()
         except Exception as exc:  # the store folder itself cannot be read
             toast(self, f"cannot list the sessions: {exc}", severity="error", timeout=10)
-            return
+            rows = []
         for row in rows:
             if not isinstance(row, dict):
                 continue
@@ -401,9 +473,72 @@ class BrowserScreen(Screen):
                 cells = self._cells(row)
             self.rows[key] = row
             table.add_row(*cells, key=key)
+        self.reload_evals()
+
+    def reload_evals(self) -> None:
+        table = self.query_one("#evals", DataTable)
+        table.clear()
+        self.eval_rows = {}
+        try:
+            rows = self.app.evals.list()
+        except Exception as exc:
+            toast(self, f"cannot list the evaluations: {exc}", severity="error", timeout=10)
+            return
+        for row in rows:
+            if not isinstance(row, dict):
+                continue
+            key = strip_escapes(str(row.get("id", "")))
+            if not key or key in self.eval_rows:
+                continue
+            try:
+                cells = self._eval_cells(row)
+            except Exception as exc:
+                row = {"id": key, "status": "corrupt", "updated": row.get("updated"),
+                       "error": f"unreadable summary ({type(exc).__name__}: {exc})"}
+                cells = self._eval_cells(row)
+            self.eval_rows[key] = row
+            table.add_row(*cells, key=key)
+
+    def action_switch(self) -> None:
+        """e: move between the sessions and the evaluations."""
+        sessions, evals = self.query_one("#sessions", DataTable), self.query_one("#evals", DataTable)
+        (sessions if evals.has_focus else evals).focus()
+
+    def action_results(self) -> None:
+        """v: the held-out verdict of the selected session (read only; no call is made)."""
+        if self._on_evals():
+            self.open_eval()
+            return
+        session_id = self._selected()
+        if session_id and not self._corrupt(session_id, "open"):
+            self.app.open_session_results(session_id)
+
+    def _on_evals(self) -> bool:
+        return self.query_one("#evals", DataTable).has_focus
+
+    def _selected_eval(self) -> str | None:
+        table = self.query_one("#evals", DataTable)
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def open_eval(self) -> None:
+        eval_id = self._selected_eval()
+        if not eval_id:
+            return
+        row = self.eval_rows.get(eval_id, {})
+        if row.get("status") == "corrupt":
+            toast(self, f"cannot open evaluation {eval_id}: {one_line(row.get('error'), 300)}",
+                  severity="error", timeout=10)
+            return
+        self.app.open_eval_results(eval_id)
 
     def _selected(self) -> str | None:
-        table = self.query_one(DataTable)
+        if self._on_evals():
+            toast(self, "this key works on a session (e goes back to the sessions); enter opens "
+                  "an evaluation's results", severity="warning")
+            return None
+        table = self.query_one("#sessions", DataTable)
         if table.row_count == 0:
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
@@ -418,13 +553,20 @@ class BrowserScreen(Screen):
         return True
 
     def action_open(self) -> None:
+        if self._on_evals():
+            self.open_eval()
+            return
         session_id = self._selected()
         if session_id and not self._corrupt(session_id, "open"):
             self.app.push_screen(WorkbenchScreen(session_id))
 
-    @on(DataTable.RowSelected)
+    @on(DataTable.RowSelected, "#sessions")
     def _row_selected(self) -> None:
         self.action_open()
+
+    @on(DataTable.RowSelected, "#evals")
+    def _eval_selected(self) -> None:
+        self.open_eval()
 
     def action_delete(self) -> None:
         session_id = self._selected()
@@ -488,6 +630,15 @@ class EngineEvent(Message):
         self.event = event
 
 
+class CompareProgress(Message):
+    """A call of the comparison finished (posted from the evaluation thread)."""
+
+    def __init__(self, runner, calls: int):
+        super().__init__()
+        self.runner = runner
+        self.calls = calls
+
+
 class WorkbenchScreen(Screen):
     # priority: the tree would otherwise take space (toggle) and other keys for itself
     BINDINGS = [
@@ -502,9 +653,12 @@ class WorkbenchScreen(Screen):
         Binding("o", "export", "export", priority=True),
         Binding("d", "diff", "diff", priority=True),
         Binding("l", "toggle_log", "log", priority=True),
-        Binding("question_mark", "app.push_screen('help')", "help", priority=True),
+        Binding("question_mark", "help", "help", priority=True),
         Binding("q", "quit", "quit", priority=True),
         Binding("R", "retry", "retry", priority=True),
+        Binding("v", "results", "results", priority=True),
+        Binding("m", "mark", "mark", priority=True),
+        Binding("V", "compare", "compare", priority=True),
     ]
 
     def __init__(self, session_id: str):
@@ -515,6 +669,10 @@ class WorkbenchScreen(Screen):
         self.tree_nodes: dict[str, object] = {}
         self.busy = False
         self.selected: str | None = None
+        self.marked: str | None = None      # m: the node V compares the selected one with
+        self.comparing = None               # the EvalRunner of a comparison in progress
+        self._stop_compare = False
+        self._preparing = False
         self._refresh_pending = False
 
     # ------------------------------------------------------------------ layout
@@ -545,6 +703,9 @@ class WorkbenchScreen(Screen):
                     yield VerticalScroll(Static(id="calls"))
         with Vertical(id="bottom"):
             yield Static(id="status")
+            compare = Static(id="compare-status")
+            compare.display = False
+            yield compare
             yield Sparkline([], id="spark")
             log = RichLog(id="log", max_lines=500, markup=False, wrap=True)
             log.display = False
@@ -574,6 +735,11 @@ class WorkbenchScreen(Screen):
     @on(EngineEvent)
     def _engine_event(self, message: EngineEvent) -> None:
         self.handle_engine_event(message.event)
+
+    @on(CompareProgress)
+    def _compare_progress(self, message: CompareProgress) -> None:
+        if self.comparing is message.runner:
+            self._compare_status(message.runner, message.calls)
 
     def handle_engine_event(self, event: dict) -> None:
         """Log line, failure notice, and a debounced refresh of the view."""
@@ -688,7 +854,10 @@ class WorkbenchScreen(Screen):
             added = [ln for ln in node["text"].splitlines() if ln.strip() and ln not in old_lines]
             if added:
                 text = "+ " + added[0].strip()
-        label = Text(f"{icon} {reward} {views.label_suffix(self.snap, node)}")
+        label = Text()
+        if node["id"] == self.marked:
+            label.append(f"{MARK} ", style="bold yellow")
+        label.append(f"{icon} {reward} {views.label_suffix(self.snap, node)}")
         label.append_text(safe(head(text, 40)))
         if node["status"] == "pruned":
             label.stylize("dim")
@@ -851,6 +1020,177 @@ class WorkbenchScreen(Screen):
         if self.runner is not None:
             self.runner.pause()
             toast(self, "pausing after the step in flight")
+        if self.comparing is not None:
+            self._stop_compare = True
+            self.comparing.pause()
+            toast(self, "pausing the comparison after the batch in flight")
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
+    # ------------------------------------------------------------------ results, compare
+
+    def action_results(self) -> None:
+        """v: the Results view of the session's held-out evaluation (root vs final)."""
+        if not self.snap:
+            toast(self, "the session is still opening", severity="warning")
+            return
+        session = self.snap["session"]
+        held = (session.get("method_state") or {}).get("heldout")
+        if not isinstance(held, dict) or not held.get("spec"):
+            why = ("its [eval] is off or it is older than the held-out evaluation"
+                   if not held else "it runs when the search ends")
+            toast(self, f"session {self.session_id} has no held-out evaluation yet ({why}); "
+                        f"m and V compare two nodes on the held-out set", severity="warning")
+            return
+        self.run_worker(self._open_results(session), group="results", exclusive=True,
+                        exit_on_error=False)
+
+    async def _open_results(self, session: dict) -> None:
+        from engine.evaluation import session_verdict
+
+        try:  # bootstrap CIs take a moment on a big set: off the UI thread
+            verdict = await asyncio.to_thread(session_verdict, session)
+        except Exception as exc:
+            toast(self, exc, severity="error")
+            return
+        self.app.push_screen(ResultsScreen(verdict, kind="session"))
+
+    def action_mark(self) -> None:
+        """m: mark / unmark the selected node; V compares the marked node with the selected."""
+        node = self._node()
+        if node is None:
+            return
+        self.marked = None if self.marked == node["id"] else node["id"]
+        self._render_tree()
+        if self.marked:
+            toast(self, f"marked {node['id']} ({MARK}); select another node and press V to "
+                        f"compare them on the held-out set")
+        else:
+            toast(self, f"unmarked {node['id']}")
+
+    def action_compare(self) -> None:
+        """V: evaluate the marked node (the baseline) against the selected one on the
+        session's held-out set, after a confirmation with the planned calls and cost."""
+        node = self._node()
+        if node is None:
+            return
+        if self.comparing is not None:
+            toast(self, "a comparison is already running (p pauses it)", severity="warning")
+            return
+        if not self.marked:
+            toast(self, "mark a node first (m), then select another one and press V",
+                  severity="warning")
+            return
+        if self.marked == node["id"]:
+            toast(self, f"{node['id']} is the marked node; select another one to compare",
+                  severity="warning")
+            return
+        if self.marked not in self.snap["nodes"]:
+            toast(self, f"the marked node {self.marked} is gone", severity="warning")
+            self.marked = None
+            return
+        if self._preparing:
+            toast(self, "preparing the comparison…")
+            return
+        self._preparing = True
+        toast(self, f"preparing the comparison of {self.marked} with {node['id']} (planned calls "
+                    f"and cost)…", timeout=3)
+        self.run_worker(self._prepare_compare(self.snap["session"], self.marked, node["id"]),
+                        group="compare", exit_on_error=False)
+
+    async def _prepare_compare(self, session: dict, baseline: str, other: str) -> None:
+        app: PromptArborApp = self.app  # type: ignore[assignment]
+        try:
+            prepared = await app.eval_thread().run(app.prepare_compare(session, baseline, other))
+        except Exception as exc:  # ValueError (no held-out set, no usable prompt), StoreError
+            toast(self, exc, severity="error", timeout=8)
+            return
+        finally:
+            self._preparing = False
+        runner, est, existed = prepared
+        ev = runner.evaluation
+        if existed and runner.done and not ev.failed_keys():
+            toast(self, f"evaluation {runner.doc['id']} of {baseline} vs {other} is already done; "
+                        f"opening it")
+            self.run_worker(self._run_compare(runner, confirmed=False), group="compare",
+                            exit_on_error=False)
+            return
+        remaining = ev.plan_remaining()
+        plan, priced = est["calls"], all(est["priced"].values())
+        question = Text(f"Compare {baseline} (marked, the baseline) with {other}\n", style="bold")
+        question.append_text(safe(
+            f"on session {self.session_id}'s held-out set: judge {ev.judge}, {len(ev.items)} items "
+            f"× {ev.k} sample{'s' if ev.k != 1 else ''}\n"
+            f"planned calls: " + ", ".join(f"{r} {n}" for r, n in plan.items())
+            + f" (total {sum(plan.values())})\n"
+            + (f"still to run: " + ", ".join(f"{r} {n}" for r, n in remaining.items())
+               + " (answers already paid for come from the cache)\n" if existed else "")
+            + f"estimated cost: about ${est['total']:.4f}"
+            + ("" if priced else " (no price known for "
+               + ", ".join(r for r, ok in est["priced"].items() if not ok) + ")")
+            + f"\nevaluation {runner.doc['id']}"
+            + (" exists: it resumes" if existed else " (new)") + "\n\nRun it?"))
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._run_compare(runner), group="compare", exit_on_error=False)
+            else:
+                app.release_eval(runner)
+        self.app.push_screen(ConfirmScreen(question, yes_variant="primary"), answer)
+
+    def _compare_status(self, runner, calls: int | None = None) -> None:
+        status = self.query_one("#compare-status", Static)
+        ev = runner.evaluation
+        totals = runner.gateway.totals()["calls"]
+        done_calls = sum(totals.values()) if calls is None else calls
+        planned = sum((runner.doc.get("planned_calls") or {}).values())
+        status.update(safe(
+            f"comparing {ev.prompts[0].get('label')} with {ev.prompts[-1].get('label')}: "
+            f"evaluation {runner.doc['id']} · batch {ev.state['cursor']}/{len(ev.batches())} · "
+            f"calls {done_calls}/{planned} · ${runner.cost():.4f}  (p pauses)", style="bold"))
+        status.display = True
+
+    async def _run_compare(self, runner, confirmed: bool = True) -> None:
+        """Run the evaluation batch by batch on the evaluation thread (its own event loop),
+        with its progress on the status line, then open its Results view."""
+        app: PromptArborApp = self.app  # type: ignore[assignment]
+        self.comparing = runner
+        calls = {"n": sum(runner.gateway.totals()["calls"].values())}
+
+        def on_event(event: dict) -> None:  # on the evaluation thread: post_message is safe
+            if event.get("kind") == "call_finished":
+                calls["n"] += 1
+                self.post_message(CompareProgress(runner, calls["n"]))
+        self._stop_compare = False
+        try:
+            if confirmed:
+                runner.gateway.on_event = on_event
+                self._compare_status(runner)
+                toast(self, f"evaluation {runner.doc['id']} started")
+                engine = app.eval_thread()
+                reason = await engine.run(runner.run(steps=1))
+                while reason == "paused" and not runner.done and not self._stop_compare:
+                    self._compare_status(runner)
+                    reason = await engine.run(runner.run(steps=1))
+                self._compare_status(runner)
+            verdict = await app.eval_thread().run(app.verdict_of(runner))
+        except Exception as exc:  # StoreError, CacheUnavailable, a damaged evaluation
+            toast(self, f"the comparison stopped: {exc}", severity="error", timeout=10)
+            return
+        finally:
+            self.comparing = None
+            runner.gateway.on_event = None
+            self.query_one("#compare-status", Static).display = False
+            app.release_eval(runner)
+        if verdict["status"] == "done":
+            failed = sum(p.get("errors") or 0 for p in verdict["prompts"])
+            toast(self, f"evaluation {runner.doc['id']} done"
+                  + (f"; {failed} samples failed (V again retries them)" if failed else ""),
+                  severity="warning" if failed else "information")
+        else:
+            toast(self, f"evaluation {runner.doc['id']} paused; V on the same nodes resumes it")
+        self.app.push_screen(ResultsScreen(verdict, kind="evaluation"))
 
     def _node(self) -> dict | None:
         if not self.snap or self.selected not in self.snap["nodes"]:
@@ -940,13 +1280,19 @@ class WorkbenchScreen(Screen):
         log.display = not log.display
 
     def action_quit(self) -> None:
-        if self.busy:
+        if self.busy or self.comparing is not None:
             def done(yes: bool | None) -> None:
                 if yes:
-                    self.runner.pause()
+                    if self.busy:
+                        self.runner.pause()
+                    if self.comparing is not None:
+                        self.comparing.pause()
                     self.app.exit()
-            self.app.push_screen(ConfirmScreen("A run is in progress. Pause it and quit? "
-                                               "(every finished step is saved)"), done)
+            question = ("A run is in progress. Pause it and quit? (every finished step is saved)"
+                        if self.busy else
+                        "A comparison is in progress. Pause it and quit? (every finished batch "
+                        "is saved; V on the same nodes resumes it)")
+            self.app.push_screen(ConfirmScreen(question), done)
         else:
             self.app.exit()
 
@@ -963,9 +1309,14 @@ class PromptArborApp(App):
         super().__init__()
         from sessions.store import SessionStore
 
+        from sessions.evals import EvalStore
+
         self.store = SessionStore(store_dir)
+        self.evals = EvalStore(self.store)
         self.start_session = session_id
         self.engine = EngineThread()
+        self._eval_thread: EngineThread | None = None  # evaluations: their own loop, on demand
+        self._eval_runners: list = []
         self._runners: list = []
         for theme in THEMES:
             self.register_theme(theme)
@@ -988,16 +1339,28 @@ class PromptArborApp(App):
 
     def get_system_commands(self, screen: Screen):
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Help: keys", "the key table", self._show_help)
+        yield SystemCommand("Help: keys", "the key table of this screen", self._show_help)
         if isinstance(screen, WorkbenchScreen):
             for key, text, action in WORKBENCH_COMMANDS:
                 yield SystemCommand(f"{text[0].upper()}{text[1:]} ({key})", "workbench",
                                     getattr(screen, f"action_{action}"))
         elif isinstance(screen, BrowserScreen):
             yield SystemCommand("New session (n)", "browser", screen.action_new)
+            yield SystemCommand("Sessions / evaluations (e)", "browser", screen.action_switch)
+            yield SystemCommand("Results of the session's held-out evaluation (v)", "browser",
+                                screen.action_results)
+        elif isinstance(screen, ResultsScreen):
+            for key, text, action, args in RESULTS_COMMANDS:
+                method = getattr(screen, f"action_{action}")
+                yield SystemCommand(f"{text[0].upper()}{text[1:]} ({key})", "results",
+                                    (lambda m=method, a=args: m(*a)))
 
     def _show_help(self) -> None:
-        self.push_screen("help")
+        screen = self.screen
+        if isinstance(screen, (WorkbenchScreen, BrowserScreen, ResultsScreen)):
+            screen.action_help()
+        else:
+            self.push_screen(HelpScreen())
 
     def on_mount(self) -> None:
         self.push_screen(BrowserScreen())
@@ -1070,6 +1433,108 @@ class PromptArborApp(App):
         finally:
             self.store.unlock(session_id)
 
+    # ------------------------------------------------------------------ evaluations
+
+    def eval_thread(self) -> EngineThread:
+        """The thread evaluations run on (its own event loop), started on first use."""
+        if self._eval_thread is None:
+            self._eval_thread = EngineThread()
+        return self._eval_thread
+
+    async def prepare_compare(self, session: dict, baseline: str, other: str):
+        """(evaluation thread) the runner of `baseline` vs `other` on the session's held-out
+        set: the stored evaluation with that spec if there is one (it resumes from the
+        cache), else a new one; with its cost estimate. (runner, estimate, existed)."""
+        from engine.evaluation import EvalRunner, compare_spec, estimate_cost, spec_id
+
+        spec, models, settings = compare_spec(session, baseline, other)
+        eval_id = spec_id(spec)
+        self.evals.lock(eval_id)  # SessionLocked: another process is running it
+        try:
+            existed = self.evals.exists(eval_id)
+            if existed:
+                runner = EvalRunner(self.evals.load(eval_id), store=self.evals,
+                                    cache_dir=self.store.cache_dir)
+            else:
+                name = f"{session['id']} {one_line(session.get('name'), 40)}".strip()
+                runner = EvalRunner.create(spec, models, settings,
+                                           name=f"{name}: {baseline} vs {other}",
+                                           store=self.evals, cache_dir=self.store.cache_dir)
+            self._eval_runners.append(runner)
+            estimate = estimate_cost(runner.evaluation, runner.doc["models"])
+        except BaseException:
+            self._unlock_eval(eval_id)
+            raise
+        return runner, estimate, existed
+
+    async def verdict_of(self, runner) -> dict:
+        """(evaluation thread) the full verdict of an evaluation runner."""
+        return runner.verdict()
+
+    def _unlock_eval(self, eval_id: str) -> None:
+        unlock = getattr(self.evals, "unlock", None)
+        if unlock is not None:
+            try:
+                unlock(eval_id)
+            except Exception:
+                pass
+            return
+        lock = self.evals._locks.pop(eval_id, None)  # EvalStore has no unlock (yet)
+        if lock is not None:
+            try:
+                lock.release()
+            except OSError:
+                pass
+
+    def release_eval(self, runner) -> None:
+        """An evaluation runner is finished with: its cache closed, its lock given back."""
+        try:
+            runner.pause()
+            runner.gateway.close()
+        except Exception:
+            pass
+        if runner in self._eval_runners:
+            self._eval_runners.remove(runner)
+        self._unlock_eval(runner.doc["id"])
+
+    def open_session_results(self, session_id: str) -> None:
+        """The Results view of a stored session's held-out evaluation (read only)."""
+        def verdict() -> dict:
+            from engine.evaluation import session_verdict
+
+            return session_verdict(self.store.load(session_id, move_aside=False))
+
+        async def open_it() -> None:
+            try:
+                result = await asyncio.to_thread(verdict)
+            except Exception as exc:  # not run yet (ValueError), unreadable (StoreError)
+                toast(self, exc, severity="warning" if isinstance(exc, ValueError) else "error",
+                      timeout=8)
+                return
+            self.push_screen(ResultsScreen(result, kind="session"))
+        self.run_worker(open_it(), group="results", exclusive=True, exit_on_error=False)
+
+    def open_eval_results(self, eval_id: str) -> None:
+        """The Results view of a stored evaluation (its verdict; no call is made)."""
+        self.run_worker(self._open_eval_results(eval_id), group="results", exclusive=True,
+                        exit_on_error=False)
+
+    async def _open_eval_results(self, eval_id: str) -> None:
+        def verdict() -> dict:
+            from engine.evaluation import EvalRunner
+
+            runner = EvalRunner(self.evals.load(eval_id))  # no cache: nothing is sent
+            try:
+                return runner.verdict()
+            finally:
+                runner.gateway.close()
+        try:
+            result = await asyncio.to_thread(verdict)
+        except Exception as exc:  # StoreError (corrupt, missing), a damaged document
+            toast(self, f"cannot open evaluation {eval_id}: {exc}", severity="error", timeout=10)
+            return
+        self.push_screen(ResultsScreen(result, kind="evaluation"))
+
     def export_session(self, session_id: str, node_id: str | None, session: dict | None = None):
         from sessions.export import export
 
@@ -1091,5 +1556,15 @@ class PromptArborApp(App):
                 runner.gateway.close()
             except Exception:
                 pass
+        for runner in list(self._eval_runners):
+            try:
+                runner.pause()
+            except Exception:
+                pass
+        if self._eval_thread is not None:
+            self._eval_thread.stop()
+        for runner in list(self._eval_runners):
+            self.release_eval(runner)
+        self.evals.close()
         self.store.close()
         self.engine.stop()

@@ -25,7 +25,7 @@ from tui.cli import (EXIT_CONFIG, EXIT_PARTIAL, EXIT_STORE, _err, _export_target
 def _label(spec: str, taken: set[str]) -> str:
     """A short one-line name for a prompt (its spec), distinct from the others."""
     one = " ".join(spec.split())
-    label = one if len(one) <= 32 else one[:31] + "…"
+    label = one if len(one) <= 28 else one[:27] + "…"
     base, n = label, 2
     while label in taken:
         label, n = f"{base} #{n}", n + 1
@@ -39,8 +39,10 @@ def _prompts(specs: list[str], store) -> tuple[list[dict], list[dict]]:
     from engine.evaluation import session_prompt, text_prompt
 
     prompts, sessions, taken = [], [], set()
-    for spec in specs:
-        label = _label(spec, taken)
+    for i, spec in enumerate(specs, 1):
+        # texts and files are named by their place and first words: "#2 You are a careful…"
+        shown = spec.split(":", 1)[1] if spec.startswith(("text:", "file:")) else spec
+        label = _label(f"#{i} {shown}" if spec.startswith(("text:", "file:")) else spec, taken)
         if spec.startswith("text:"):
             text = spec[len("text:"):]
             if not text.strip():
