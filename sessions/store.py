@@ -134,19 +134,9 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _kind(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    from engine.datasets import describe  # what kind of JSON value, for a message
+
+    return describe(value)
 
 
 def _is_int(value) -> bool:

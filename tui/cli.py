@@ -341,8 +341,9 @@ def cmd_run(args) -> int:
     return 0
 
 
-async def _run(runner, steps: int | None, retry_failed: bool = False) -> int:
-    """Run; the first Ctrl-C pauses after the step in flight, a second one stops at once."""
+def pause_on_sigint(runner, unit: str = "step") -> None:
+    """The first Ctrl-C pauses `runner` after the `unit` in flight; a second one cancels the
+    running task at once (the last finished unit is saved)."""
     loop = asyncio.get_running_loop()
     interrupted = {"n": 0}
     task = asyncio.current_task()
@@ -350,7 +351,7 @@ async def _run(runner, steps: int | None, retry_failed: bool = False) -> int:
     def on_sigint():
         interrupted["n"] += 1
         if interrupted["n"] == 1:
-            print("\npausing after this step (Ctrl-C again to stop now)", file=sys.stderr)
+            print(f"\npausing after this {unit} (Ctrl-C again to stop now)", file=sys.stderr)
             runner.pause()
         else:
             task.cancel()
@@ -359,6 +360,11 @@ async def _run(runner, steps: int | None, retry_failed: bool = False) -> int:
         loop.add_signal_handler(signal.SIGINT, on_sigint)
     except (NotImplementedError, RuntimeError):
         pass
+
+
+async def _run(runner, steps: int | None, retry_failed: bool = False) -> int:
+    """Run; the first Ctrl-C pauses after the step in flight, a second one stops at once."""
+    pause_on_sigint(runner, "step")
     try:
         if retry_failed:
             failed = runner.failed_nodes()

@@ -14,12 +14,11 @@ sends again only the samples that failed; every answer already paid for comes fr
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
 from tui.cli import (EXIT_CONFIG, EXIT_PARTIAL, EXIT_STORE, _err, _export_target, _line, clean,
-                     to_json)
+                     pause_on_sigint, to_json)
 
 
 def _label(spec: str, taken: set[str]) -> str:
@@ -120,21 +119,7 @@ def _estimate_line(runner) -> str:
 
 
 async def _drive(runner, max_cost):
-    loop = asyncio.get_running_loop()
-    interrupted = {"n": 0}
-    task = asyncio.current_task()
-
-    def on_sigint():
-        interrupted["n"] += 1
-        if interrupted["n"] == 1:
-            print("\npausing after this batch (Ctrl-C again to stop now)", file=sys.stderr)
-            runner.pause()
-        else:
-            task.cancel()
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-    except (NotImplementedError, RuntimeError):
-        pass
+    pause_on_sigint(runner, "batch")
     try:
         return await runner.run(max_cost=max_cost)
     except asyncio.CancelledError:
