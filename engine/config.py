@@ -68,8 +68,13 @@ DRPO_SEARCH_DEFAULTS: dict[str, Any] = {
     # Options reproducing the authors' code where it differs from the paper:
     "beam_rank": "reward",          # "reward" (paper) | "path-mean" (code: mean reward on the path)
     "samples_in_one_call": False,   # code: one optimizer call with n=M instead of M calls
-    "skip_rewrite_above": None,     # code: 4.5 (no rewrite when the state's mean score is above)
-    "monte_carlo_samples": None,    # None: as many as the beam search's optimizer calls
+    "skip_rewrite_above": 4.5,      # code: a state above it (or all 5s) is kept unchanged and
+                                    # one level is added (at most 10); None: always rewrite
+    "monte_carlo_samples": 120,     # the paper's N for the Monte Carlo ablation
+    "history": 5,                   # code: the transition sees the last 5 former prompts
+    "icl_keep": "best",             # code: each ICL example keeps its best-scoring version and
+                                    # stops at all-5 scores; "final": Alg. 1 read literally
+    "seed_order": "shuffle",        # code: seed queries shuffled by the session seed; "file"
 }
 
 # VAPO-ValueCoT on PromptAgent's MCTS. Defaults follow PromptAgent's example configuration:
@@ -85,6 +90,8 @@ VAPO_SEARCH_DEFAULTS: dict[str, Any] = {
     "meta_prompts": "valuecot",     # "valuecot" | "basis" (method "promptagent" forces basis)
     "initial_prompt": "You are a helpful assistant.",
     "error_below": 4,               # free-form: a training answer judged below this is an error
+    "language": "auto",             # "en" | "zh" | "auto" (from the task text): the language of
+                                    # the meta-prompts and the answer-format line
 }
 
 VAPO_DATA_DEFAULTS: dict[str, Any] = {
@@ -93,6 +100,8 @@ VAPO_DATA_DEFAULTS: dict[str, Any] = {
     "train": None, "validation": None, "test": None,  # None: 200/50/150 (paper's Ethics split),
                                                         # scaled down to the task's size
     "dimension": "safety and ethics",  # free-form: the value the judge scores
+    "split": None,                  # "paper": the split sizes of the paper's App. A.3 for the
+                                    # task's kind; None: train / validation / test as given
 }
 
 # PICACO (paper App. C.1): N = 50 prompts, M1 = 10, M2 = 15, T = 10, n = 10,
@@ -156,6 +165,7 @@ DRPO_SEARCH_LIMITS: dict[str, tuple] = {
     "icl_depth": (1, 200),
     "monte_carlo_samples": (1, 10_000),  # N: 85x the paper's beam budget (117 rewrites)
     "skip_rewrite_above": (1.0, 5.0),  # on the 1-5 reward scale
+    "history": (0, 50),                # former prompts shown to the transition
 }
 
 # VAPO / PromptAgent (PromptAgent's example: 10 iterations, width 3, depth 5, batch 5, w 2.5).
@@ -422,6 +432,13 @@ def _models(section: Any, method: str) -> dict:
             "timeout": merged.get("timeout"),
             "extra": merged.get("extra", {}),
         }
+    if family(method) == "picaco" and not tables["optimizer"].get("model") \
+            and not tables["default"].get("model") and tables["base"].get("model"):
+        # PICACO's refiner is the target model unless set (the paper: "typically the target
+        # model"), with the optimizer's own temperature and token budget
+        out["optimizer"] = {**out["base"], "temperature": out["optimizer"]["temperature"],
+                            "max_tokens": out["optimizer"]["max_tokens"],
+                            **{k: v for k, v in tables["optimizer"].items() if k != "model"}}
     judge = tables[JUDGE_ROLE]
     out[JUDGE_ROLE] = {**out["evaluator"],
                        "temperature": DEFAULT_TEMPERATURE[JUDGE_ROLE],
@@ -538,6 +555,10 @@ def _search(section: Any, method: str) -> dict:
     if not isinstance(s["samples_in_one_call"], bool):
         raise ConfigError(f"search.samples_in_one_call must be true or false, "
                           f"got {_show(s['samples_in_one_call'])}")
+    for key, choices in (("icl_keep", ("best", "final")), ("seed_order", ("shuffle", "file"))):
+        if not isinstance(s[key], str) or s[key] not in choices:
+            raise ConfigError(f"search.{key} must be " + " or ".join(f'"{c}"' for c in choices)
+                              + f", got {_show(s[key])}")
     return s
 
 
@@ -554,6 +575,8 @@ def _vapo_search(section: dict, method: str) -> dict:
                               'use method "vapo" for ValueCoT')
         s["meta_prompts"] = "basis"
     _string(s["initial_prompt"], "search.initial_prompt")
+    if not isinstance(s["language"], str) or s["language"] not in ("en", "zh", "auto"):
+        raise ConfigError(f'search.language must be "en", "zh" or "auto", got {_show(s["language"])}')
     return s
 
 
@@ -659,6 +682,10 @@ def _vapo_data(section: dict, base_dir: Path | None) -> dict:
     _check_limits(d, VAPO_DATA_LIMITS, "data", optional=("train", "validation", "test"))
     if not isinstance(d["dimension"], str) or not d["dimension"].strip():
         raise ConfigError(f"data.dimension must be a non-empty string, got {_show(d['dimension'])}")
+    if d["split"] is not None and d["split"] != "paper":
+        raise ConfigError(f'data.split must be "paper" (or unset), got {_show(d["split"])}')
+    if d["split"] == "paper" and any(d[k] is not None for k in ("train", "validation", "test")):
+        raise ConfigError('data.split = "paper" sets train / validation / test itself')
     return d
 
 

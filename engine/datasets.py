@@ -362,8 +362,9 @@ def load_inputs(cfg: dict) -> dict:
         from .values import load_picaco_inputs
         inputs = load_picaco_inputs(cfg)
     else:
-        inputs = {"seed": load_seed_queries(data["seed"], data["seed_limit"]),
-                  "icl": load_icl_examples(data["icl"])}
+        # seed_limit applies after DRPO's seeded shuffle (engine.methods.drpo), so a limited
+        # set still mixes the file's sources
+        inputs = {"seed": load_seed_queries(data["seed"]), "icl": load_icl_examples(data["icl"])}
     inputs.update(load_eval_inputs(cfg))
     return inputs
 

@@ -75,7 +75,8 @@ def drpo_responder(request: dict, index: int) -> str:
         query = _between(last, "User query:\n<<<\n")
         pool = ["Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety",
                 "Limitations", "Empathy"]
-        k = 2 + _h(query) % 3
+        asked = re.search(r"between (\d+) and (\d+) aspects", last)
+        k = (int(asked.group(1)) if asked else 2) + _h(query) % 3  # 2-4 (ICL critic: 3-5)
         start = _h(query, "s") % len(pool)
         chosen = [pool[(start + i) % len(pool)] for i in range(k)]
         return json.dumps({"query_analysis": {"main_topic": query[:30], "user_intent": "learn",
@@ -109,8 +110,10 @@ def vapo_responder(request: dict, index: int) -> str:
     """Base model, optimizer and judge for VAPO / PromptAgent tests.
 
     Task questions carry their gold letter as "[#B]". The base model answers correctly more
-    often the more "Guard" lines its system prompt holds, in varied formats ("Answer: B",
-    "(B)", the option's text), so rewrites really change the accuracy.
+    often the more "Guard" lines its system prompt holds (always, for a question marked
+    "[always]"), in varied formats ("Answer: B", "(B)", the option's text; for a question
+    in Chinese: "答案：B", "答案是B。", "我选B", "（B）", "B选项更好"), so rewrites really
+    change the accuracy. The optimizer reads English or Chinese meta-prompts.
     """
     messages = request.get("messages", [])
     last = messages[-1]["content"] if messages else ""
@@ -118,14 +121,16 @@ def vapo_responder(request: dict, index: int) -> str:
     if judged is not None:
         return judged
     salt = f"{request.get('seed')}:{index}"
-    if "put each new system prompt between <START> and <END>" in last:
-        current = _between(last, "The current system prompt is:\n<<<\n")
-        kind = "guard" if "no mistake" in last else "fix"
+    if "put each new system prompt between <START> and <END>" in last \
+            or "放在 <START> 和 <END> 之间" in last:
+        current = _between(last, "The current system prompt is:\n<<<\n") \
+            or _between(last, "当前的系统提示词是：\n<<<\n")
+        kind = "guard" if "no mistake" in last or "没有出错" in last else "fix"
         return (f"Thinking about it.\n<START>{current}\n- Guard {_h(current, last, salt) % 1000} "
                 f"({kind}): weigh fairness and harm.<END>")
-    if "The current system prompt is:" in last:  # the action meta-prompt: feedback
-        style = "valuecot" if "Prompt attack" in last else "basis"
-        errors = last.count("[Example ")
+    if "The current system prompt is:" in last or "当前的系统提示词是：" in last:  # feedback
+        style = "valuecot" if "Prompt attack" in last or "提示攻击" in last else "basis"
+        errors = last.count("[Example ") + last.count("[例子 ")
         return f"{style} feedback on {errors} errors: be careful with sensitive topics."
     if last.startswith("You judge answers"):
         answer = _between(last, "Answer to judge:\n<<<\n")
@@ -137,8 +142,10 @@ def vapo_responder(request: dict, index: int) -> str:
     if not gold:  # free-form
         return "G" * guards + f" answer {_h(system, last) % 100}"
     letter = gold.group(1)
-    correct = _h(system, last) % 4 < 1 + guards
+    correct = "[always]" in last or _h(system, last) % 4 < 1 + guards
     choice = letter if correct else ("B" if letter == "A" else "A")
+    if re.search(r"[\u4e00-\u9fff]", last.split("\n", 1)[0]):  # a question in Chinese
+        return ["答案：{}", "答案是{}。", "我选{}", "（{}）", "{}选项更好"][_h(last) % 5].format(choice)
     style = _h(last) % 3
     if style == 0:
         return f"Let me think. Answer: {choice}"
@@ -154,6 +161,10 @@ def picaco_responder(request: dict, index: int) -> str:
 
     Answers vary with the sample (choice index and seed) and echo how many "kind" words the
     instruction holds; the judge scores every requested aspect higher the kinder the answer.
+    Under PICACO's response template (the "# Query:" framing) an instruction that asks for no
+    kindness still gets a kind answer (two "kind"s) now and then, so the aligned pool's best
+    answers are kind and an instruction asking for kindness reproduces them (Eq. 4 then
+    prefers it to the seed).
     """
     messages = request.get("messages", [])
     last = messages[-1]["content"] if messages else ""
@@ -174,18 +185,32 @@ def picaco_responder(request: dict, index: int) -> str:
         return "These values are about caring for others and keeping traditions."
     system = " ".join(m["content"] for m in messages if m["role"] == "system")
     kind = system.count("kind") + system.count("Kind")
+    if kind == 0 and '"# Query:"' in system:
+        kind = 2 * (_h("kinder", system, last, salt) % 2)
     return f"Reply {_h(system, last, salt) % 10000}: " + "kind " * min(kind, 3) + last[-40:]
 
 
-def write_tasks(path: Path, n: int = 24, free_form: bool = False) -> Path:
-    """A task file whose questions carry their gold letter (see vapo_responder)."""
+def write_tasks(path: Path, n: int = 24, free_form: bool = False, chinese: bool = False,
+                always=(), neutral: bool = False) -> Path:
+    """A task file whose questions carry their gold letter (see vapo_responder); `chinese`:
+    questions and options in Chinese; items whose index is in `always` are answered right
+    whatever the prompt; `neutral`: wording that names no value."""
     lines = []
     for i in range(n):
         letter = "AB"[_h("gold", i) % 2]
+        mark = " [always]" if i in always else ""
         if free_form:
-            lines.append(json.dumps({"question": f"Free question {i}: is it kind to lie?"}))
+            question = f"自由问题 {i}：说谎是善意的吗？" if chinese else f"Free question {i}: is it kind to lie?"
+            lines.append(json.dumps({"question": question + mark}, ensure_ascii=False))
+        elif chinese:
+            lines.append(json.dumps({"question": f"案例 {i}：这样做公平吗？[#{letter}]{mark}",
+                                     "options": ["公平", "不公平"], "answer": letter},
+                                    ensure_ascii=False))
+        elif neutral:
+            lines.append(json.dumps({"question": f"Item {i}: which letter? [#{letter}]{mark}",
+                                     "options": ["First", "Second"], "answer": letter}))
         else:
-            lines.append(json.dumps({"question": f"Case {i}: is this fair? [#{letter}]",
+            lines.append(json.dumps({"question": f"Case {i}: is this fair? [#{letter}]{mark}",
                                      "options": ["Fair choice", "Unfair choice"],
                                      "answer": letter}))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

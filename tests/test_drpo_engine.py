@@ -10,8 +10,14 @@ from engine.runner import Runner
 from sessions.store import SessionStore
 
 
-def make_runner(tmp_path, server, **kw):
+DEFAULT = object()
+
+
+def make_runner(tmp_path, server, skip=DEFAULT, **kw):
+    """skip: search.skip_rewrite_above (None: always rewrite, so the plan is exact)."""
     cfg = load_config(write_config(tmp_path / "c.toml", server.base_url, **kw))
+    if skip is not DEFAULT:
+        cfg["search"]["skip_rewrite_above"] = skip
     store = SessionStore(tmp_path / "store")
     seed = load_seed_queries(cfg["data"]["seed"], cfg["data"]["seed_limit"])
     icl = load_icl_examples(cfg["data"]["icl"])
@@ -30,7 +36,8 @@ def run(coro):
       "icl_samples_per_state": 2, "icl_beam_width": 1}, {"icl_optimized": False}),
 ])
 def test_planned_calls_equal_calls_made(tmp_path, fake_server, fake_key, search, data):
-    runner, store = make_runner(tmp_path, fake_server, search=search, data=data)
+    # every state rewritten (skip_rewrite_above unset): the plan made at creation is exact
+    runner, store = make_runner(tmp_path, fake_server, skip=None, search=search, data=data)
     planned = dict(runner.session["planned_calls"])
     run(runner.run())
     summary = runner.summary()
@@ -43,11 +50,36 @@ def test_planned_calls_equal_calls_made(tmp_path, fake_server, fake_key, search,
     store.close()
 
 
+@pytest.mark.parametrize("search,data", [
+    ({"beam_width": 2, "samples_per_state": 3, "depth": 3}, {}),
+    ({"beam_width": 1, "samples_per_state": 2, "depth": 4}, {}),
+    ({"beam_width": 2, "samples_per_state": 2, "depth": 2, "icl_depth": 2,
+      "icl_samples_per_state": 2, "icl_beam_width": 1}, {"icl_optimized": False}),
+])
+def test_with_skip_and_extend_the_plan_bounds_the_calls_and_ends_exact(
+        tmp_path, fake_server, fake_key, search, data):
+    # the default (skip_rewrite_above = 4.5): a kept state may add a level, so the plan made
+    # at creation is an upper bound; it never grows and equals the calls made at the end
+    runner, store = make_runner(tmp_path, fake_server, search=search, data=data)
+    planned = dict(runner.session["planned_calls"])
+    previous = planned
+    while not runner.done:
+        run(runner.step())
+        now = runner.session["planned_calls"]
+        assert all(now[r] <= previous[r] for r in now), (previous, now)
+        previous = dict(now)
+    summary = runner.summary()
+    assert summary["status"] == "done"
+    assert summary["calls"] == summary["planned_calls"]
+    assert all(summary["calls"][r] <= planned[r] for r in planned)
+    assert fake_server.answered == sum(summary["calls"].values())
+    store.close()
+
+
 def test_static_reward_makes_no_selection_calls(tmp_path, fake_server, fake_key):
     runner, store = make_runner(tmp_path, fake_server, method="static-reward")
-    planned = dict(runner.session["planned_calls"])
     run(runner.run())
-    assert runner.summary()["calls"] == planned
+    assert runner.summary()["calls"] == runner.summary()["planned_calls"]
     root = runner.tree[runner.method.state["roots"]["prompt"]]
     assert root["detail"]["aspects"] == ["Helpfulness", "Clarity", "Factuality", "Depth",
                                          "Engagement", "Safety"]
@@ -57,9 +89,10 @@ def test_static_reward_makes_no_selection_calls(tmp_path, fake_server, fake_key)
 
 def test_monte_carlo_samples_only_from_the_root(tmp_path, fake_server, fake_key):
     runner, store = make_runner(tmp_path, fake_server, method="monte-carlo",
-                                search={"beam_width": 2, "samples_per_state": 3, "depth": 3})
+                                search={"beam_width": 2, "samples_per_state": 3, "depth": 3,
+                                        "monte_carlo_samples": 15})
     planned = dict(runner.session["planned_calls"])
-    assert planned["optimizer"] == 3 * (1 + 2 + 2)  # same optimizer budget as the beam
+    assert planned["optimizer"] == 15
     run(runner.run())
     root_id = runner.method.state["roots"]["prompt"]
     children = [n for n in runner.tree.nodes.values() if n["parent"] is not None]
@@ -79,12 +112,15 @@ def test_greedy_keeps_one_state(tmp_path, fake_server, fake_key):
 
 def test_children_are_judged_on_their_level_query_and_transition_sees_former_prompts(
         tmp_path, fake_server, fake_key):
-    runner, store = make_runner(tmp_path, fake_server,
+    # Alg. 2 and the authors' code (`example[0]` for the root, `example[len(state)]` after):
+    # the root on X[0], level t on X[t]; D = 3 -> four distinct seed queries
+    runner, store = make_runner(tmp_path, fake_server, skip=None,
                                 search={"beam_width": 1, "samples_per_state": 1, "depth": 3})
     run(runner.run())
     seed = runner.method.state["data"]["seed"]
     nodes = sorted(runner.tree.nodes.values(), key=lambda n: n["depth"])
-    assert [n["detail"]["query"] for n in nodes] == [seed[0], seed[0], seed[1], seed[2]]
+    assert [n["detail"]["query"] for n in nodes] == [seed[0], seed[1], seed[2], seed[3]]
+    assert len({n["detail"]["query"] for n in nodes}) == 4
     rewrites = [r for r in fake_server.requests if r["model"] == "fake-optimizer"]
     last = rewrites[-1]["messages"][-1]["content"]
     # the third rewrite lists the root and both earlier prompts as former prompts
@@ -126,7 +162,9 @@ def test_person_operations(tmp_path, fake_server, fake_key):
 
     human = run(runner.add_human(root_id, "You are a careful, kind assistant."))
     assert human["kind"] == "human" and human["reward"] is not None
-    assert fake_server.answered - before == 3 + 2  # regenerate: opt+base+eval; human: base+eval
+    # regenerate: opt + base + eval, and the aspects of x_1 (a child of the root is judged on
+    # level 1's query, a new one); human: base + eval
+    assert fake_server.answered - before == 1 + 3 + 2
 
     query = runner.tree[root_id]["detail"]["query"]
     rescored = run(runner.edit_aspects(query, ["Safety", "Empathy"]))
@@ -145,7 +183,7 @@ def test_person_operations(tmp_path, fake_server, fake_key):
 
 
 def test_transport_faults_are_retried_and_garbage_answers_resampled(tmp_path, fake_server, fake_key):
-    runner, store = make_runner(tmp_path, fake_server,
+    runner, store = make_runner(tmp_path, fake_server, skip=None,
                                 search={"beam_width": 2, "samples_per_state": 2, "depth": 2})
     planned = dict(runner.session["planned_calls"])
     fake_server.inject("429", count=2)
@@ -176,7 +214,7 @@ def test_timeouts_retry(tmp_path, fake_server, fake_key):
 
 
 def test_an_answer_that_never_parses_fails_only_its_node(tmp_path, fake_server, fake_key):
-    runner, store = make_runner(tmp_path, fake_server,
+    runner, store = make_runner(tmp_path, fake_server, skip=None,
                                 search={"beam_width": 1, "samples_per_state": 1, "depth": 2},
                                 gateway={"parse_retries": 1})
     run(runner.run(steps=1))

@@ -92,3 +92,53 @@ def test_path_mean_rank_option():
     assert rank_key(tree, deep, "path-mean")[0] == pytest.approx(10 / 3)
     assert top_w(tree, [deep["id"], other["id"]], 1, "reward") == [deep["id"]]
     assert top_w(tree, [deep["id"], other["id"]], 1, "path-mean") == [other["id"]]
+
+
+# ----------------------------------------------------------------------------- the plan's bound
+
+def _worst_case(W, M, D, extra=10, one_call=False):
+    """The most calls per role over every way states can be kept unchanged (skip and extend,
+    the authors' code): at each level any number j of the b beam states is kept (one child
+    each, no rewrite), the others get M rewrites; a level with j > 0 adds one level while
+    fewer than `extra` were added. Root judged up front; one selection per level's query."""
+    from functools import lru_cache
+
+    @lru_cache(maxsize=None)
+    def best(t, b, added):
+        if t > D + added:
+            return (0, 0, 0)
+        out = None
+        for j in range(b + 1):
+            children = j + (b - j) * M
+            opt = (b - j) if one_call and M > 1 else (b - j) * M
+            grow = 1 if j and added < extra else 0
+            rest = best(t + 1, min(W, children), added + grow)
+            here = (children + rest[0], opt + rest[1], children + 1 + rest[2])
+            out = here if out is None else tuple(max(x, y) for x, y in zip(out, here))
+        return out
+
+    base, opt, ev = best(1, 1, 0)
+    return {"base": 1 + base, "optimizer": opt, "evaluator": 1 + 1 + ev}  # root + x_0's selection
+
+
+@pytest.mark.parametrize("W,M,D", [(2, 3, 3), (2, 2, 4), (1, 3, 5), (3, 2, 2), (2, 1, 3)])
+def test_initial_plan_bounds_every_way_of_keeping_states(tmp_path, W, M, D):
+    """With skip and extend on, the plan made at creation is an upper bound of the calls,
+    whatever states are kept: it is the worst case computed here by brute force (so no
+    smaller bound holds); with every state rewritten it is exact (search_calls + one
+    selection per query)."""
+    from conftest import write_config
+    from engine.config import load_config
+    from engine.runner import plan_calls
+
+    cfg = load_config(write_config(tmp_path / "c.toml", "http://127.0.0.1:9/v1",
+                                   search={"beam_width": W, "samples_per_state": M, "depth": D},
+                                   eval={"enabled": False}))
+    inputs = {"seed": [f"query {i}" for i in range(100)], "icl": []}
+    plan = plan_calls(cfg, inputs)
+    worst = _worst_case(W, M, D)
+    assert {r: plan[r] for r in worst} == worst
+    cfg["search"]["skip_rewrite_above"] = None
+    exact = search_calls(W, M, D, with_base=True)
+    exact["evaluator"] += D + 1
+    assert {r: plan_calls(cfg, inputs)[r] for r in exact} == exact

@@ -31,7 +31,9 @@ def call(gw, content="q", role="base"):
     return run(gw.call(role, [{"role": "user", "content": content}], purpose="t"))
 
 
-def make(tmp_path, server, method="drpo", **kw):
+def make(tmp_path, server, method="drpo", rewrite_all=False, **kw):
+    """rewrite_all: DRPO without skip and extend (skip_rewrite_above unset), so that its plan
+    is exact from the start rather than an upper bound."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     if method in ("vapo", "promptagent"):
         tasks = write_tasks(tmp_path / "tasks.jsonl", 24)
@@ -44,6 +46,8 @@ def make(tmp_path, server, method="drpo", **kw):
                                  "buckets": 1})
         kw.setdefault("values", {"composition": "harmlessness"})
     cfg = load_config(write_config(tmp_path / "c.toml", server.base_url, method=method, **kw))
+    if rewrite_all:
+        cfg["search"]["skip_rewrite_above"] = None
     store = SessionStore(tmp_path / "store")
     return Runner.create(cfg, load_inputs(cfg), store=store, cache_dir=store.cache_dir), store
 
@@ -153,14 +157,30 @@ def test_redactor_masks_known_values_and_key_shapes(monkeypatch):
 
 
 def test_initial_plan_equals_calls_made_when_nothing_fails(tmp_path, fake_server, fake_key):
-    runner, store = make(tmp_path, fake_server, search={"beam_width": 2, "samples_per_state": 2,
-                                                        "depth": 3})
+    runner, store = make(tmp_path, fake_server, rewrite_all=True,
+                         search={"beam_width": 2, "samples_per_state": 2, "depth": 3})
     planned = dict(runner.session["planned_calls"])
     assert runner.method.plan_remaining(runner.ctx) == planned
     while not runner.done:
         run(runner.step())
         assert runner.session["planned_calls"] == planned  # re-planning keeps the promise
     assert runner.gateway.totals()["calls"] == planned
+    store.close()
+
+
+def test_drpo_skip_and_extend_plan_is_a_bound_tightened_to_exact(tmp_path, fake_server, fake_key):
+    # DRPO's default keeps a state scoring above 4.5 unchanged and adds a level (the authors'
+    # code): the initial plan is an upper bound, never exceeded, exact at the end
+    runner, store = make(tmp_path, fake_server, search={"beam_width": 2, "samples_per_state": 2,
+                                                        "depth": 3})
+    planned = dict(runner.session["planned_calls"])
+    assert runner.method.plan_remaining(runner.ctx) == planned
+    while not runner.done:
+        run(runner.step())
+        now = runner.session["planned_calls"]
+        assert all(now[r] <= planned[r] for r in planned)
+        assert all(runner.gateway.totals()["calls"][r] <= now[r] for r in now)
+    assert runner.gateway.totals()["calls"] == runner.session["planned_calls"]
     store.close()
 
 
@@ -183,7 +203,7 @@ def test_pruning_a_node_before_it_is_scored_removes_its_calls(tmp_path, fake_ser
 
 def test_failed_root_blocks_then_retry_completes_the_run(tmp_path, fake_key):
     with FakeLLMServer(responder=drpo_responder) as server:
-        runner, store = make(tmp_path, server, gateway={"retries": 1},
+        runner, store = make(tmp_path, server, gateway={"retries": 1}, rewrite_all=True,
                              search={"beam_width": 1, "samples_per_state": 2, "depth": 2})
         planned = dict(runner.session["planned_calls"])
         server.inject("503", count=2, model="fake-base")

@@ -5,19 +5,26 @@ Two searches share one beam-search machine:
 * ICL optimization (Alg. 1): for each base example (q_i, b_i) the state is the response;
   the evaluator scores it on q_i's selected aspects (no base-model call) and the optimizer
   rewrites it from that feedback.
-* System-prompt search (Alg. 2): the state is a system prompt; at level t the base model
-  answers x_t = X[t-1] given the prompt and the K optimized ICL examples nearest to x_t
+* System-prompt search (Alg. 2): the state is a system prompt; the base model answers a
+  seed query given the prompt and the K optimized ICL examples nearest to that query
   (sentence-embedding cosine); the evaluator scores the answer; the optimizer rewrites the
-  prompt from the feedback, seeing the former prompts on the path.
+  prompt from the feedback, seeing the last former prompts on the path.
 
 Schedule (what one step does; every node is judged exactly once, when it is created):
 
-    root   select aspects for the first query (evaluator, once per query per session),
-           judge the root on it (base answer + evaluator score; ICL: score only)
+    root   select aspects for x_0 (evaluator, once per query per session), judge the root
+           on it (base answer + evaluator score; ICL: score only, on q_i)
     expand level t: the beam = [root] at t = 1, else the top W scored, unpruned children of
            level t-1; select aspects for x_t; each beam state gets M optimizer rewrites,
-           written from its own feedback (the person may have edited it)
+           written from its own feedback (its judgement at level t-1; the person may have
+           edited it), or is kept unchanged (see below)
     score  level t: judge every new child on x_t (base answer + evaluator score)
+
+x_t = X[t mod |X|]: the root and the D levels are judged on D + 1 distinct seed queries
+(cycling only when the set is smaller), as the authors' code does (`example[0]` for the
+root, `example[len(state)]` after it). X is the seed set shuffled once by the session's seed
+(`seed_order = "shuffle"`; "file" keeps the file's order), as the authors' code shuffles its
+training queries; the order is stored in the state.
 
 Calls for one search, with b_1 = 1 and b_{t+1} = min(W, M * b_t) beam states per level:
 
@@ -31,25 +38,55 @@ the root. The paper's Alg. 1 judges a state before rewriting it and never judges
 level; we also judge that last level so the final state has a reward (ICL: 1 + 2WMD + 1
 per example with W = M = 1, one call more than the paper's count).
 
-Where the authors' code differs from the paper, the paper is the default and the code's
-choice is an option in [search]: samples_in_one_call (one optimizer call with n = M),
-beam_rank = "path-mean" (rank by the mean reward along the path), skip_rewrite_above (no
-rewrite when a state's reward is above it: the state carries on as one child). An
-unparseable optimizer answer never crashes: that child is marked failed.
+Where the authors' code (which produced the published prompts) refines the paper, we follow
+it by default (DESIGN §4); a [search] key restores the paper's reading where one exists:
+
+* seed order (`seed_order = "shuffle"`; "file": X in the file's order), see above.
+
+* skip and extend (`skip_rewrite_above`, 4.5): a beam state whose mean score is above it, or
+  whose every aspect scored 5, is not rewritten: it goes on unchanged as one child, judged on
+  the next query, and the search gets one level more (once per level, at most 10 in all);
+  unset: always rewrite. The system-prompt beam search only (the code's ICL loop stops
+  instead, see below). Because a kept state may add levels, the plan is an upper bound:
+  the worst case over every way states could be kept (each added level follows a level
+  where at least one state made one child and no rewrite), recomputed after every step
+  and exact once the last level is expanded.
+* ICL keeps its best (`icl_keep = "best"`): each example keeps the best-scoring version of
+  its response (ties: the later one, as the code's `>=`) and its search stops as soon as
+  that version scores 5 on every aspect; "final": Alg. 1 read literally, the final state of
+  the top beam after all D levels.
+* the transition sees the last `history` (5) prompts on the path, the current one included.
+* the ICL phase judges with a strict critic choosing 3-6 aspects and rewrites under the
+  code's ICL rules (engine/prompts/drpo.py; no switch); the system-prompt search keeps the
+  impartial judge and 2-5 aspects. The two phases keep separate aspect selections.
+
+Other options from the code, off by default: samples_in_one_call (one optimizer call with
+n = M; a provider that returns fewer choices gets the missing samples asked one per call,
+and the plan counts one call per sample from then on; an unparseable choice is re-sampled
+like a per-call answer), beam_rank = "path-mean" (rank by the mean reward along the path).
+
+Monte Carlo (ablation, App. A.2): N = `monte_carlo_samples` (120, the paper's) prompts
+sampled from the root with the same transition, in rounds of M; every sample is judged on
+the same query x_1, so the final choice (the best) compares rewards on one query only.
+
+An unparseable optimizer answer never crashes: that child is marked failed.
 """
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 from ..evaluation import HeldOut, node_prompt
-from ..gateway import CallFailed
+from ..gateway import RETRY_ROUND, CallFailed
 from ..parsing import ParseError, parse_json_fields, parse_reward_selection, parse_scores
 from ..prompts import drpo as P
 from ..tree import note_call
 
 SYSTEM_FIELDS = ("analysis", "thought", "new_system_prompt")
 ICL_FIELDS = ("analysis", "thought", "new_response")
+MAX_EXTRA_LEVELS = 10  # the authors' code: max_depth_increase = 10
+ROLES = ("base", "optimizer", "evaluator")
 
 
 # ----------------------------------------------------------------------------- formulas
@@ -82,6 +119,20 @@ def reward_of(scores: dict) -> float:
     return sum(values) / len(values)
 
 
+def all_fives(node: dict) -> bool:
+    """Every selected aspect scored 5 (the authors' code stops or skips on it)."""
+    scores = (node.get("detail") or {}).get("scores") or {}
+    return bool(scores) and all(item["score"] >= 5 for item in scores.values())
+
+
+def keeps_unchanged(node: dict, threshold: float | None) -> bool:
+    """The authors' code keeps a state without rewriting it when its mean score is above
+    4.5 or every aspect scored 5 (search_config.get_actions)."""
+    if threshold is None or node.get("reward") is None:
+        return False
+    return node["reward"] > threshold or all_fives(node)
+
+
 def rank_key(tree, node: dict, rule: str) -> tuple:
     """Sort key for the beam: higher is better; ties go to the earlier node."""
     if rule == "path-mean":
@@ -99,6 +150,26 @@ def top_w(tree, node_ids: list[str], width: int, rule: str) -> list[str]:
     return [n["id"] for n in usable[:width]]
 
 
+def best_version(tree, node_ids) -> str | None:
+    """The best-scoring usable node; ties go to the later one (the code's `>=`)."""
+    usable = tree.usable(node_ids)
+    if not usable:
+        return None
+    return max(usable, key=lambda n: (n["reward"], int(n["id"][1:])))["id"]
+
+
+def shuffled_order(count: int, seed: Any) -> list[int]:
+    """The seed queries' order for a session: a permutation derived from its seed."""
+    order = list(range(count))
+    random.Random(f"{seed}:drpo seed order").shuffle(order)
+    return order
+
+
+def _add(total: dict, calls: dict) -> None:
+    for role, n in calls.items():
+        total[role] = total.get(role, 0) + n
+
+
 # ----------------------------------------------------------------------------- the method
 
 class DRPO:
@@ -109,13 +180,17 @@ class DRPO:
         self.method = cfg["method"]
         self.search = cfg["search"]
         self.state: dict[str, Any] = state if state is not None else {}
-        self._selections: dict[str, asyncio.Future] = {}
+        self._selections: dict[tuple, asyncio.Future] = {}
 
     # ------------------------------------------------------------------ set-up & plan
 
     @property
     def static(self) -> bool:
         return self.method == "static-reward"
+
+    @property
+    def monte_carlo(self) -> bool:
+        return self.method == "monte-carlo"
 
     def phases(self) -> list[str]:
         phases = []
@@ -127,12 +202,21 @@ class DRPO:
 
     def setup(self, ctx, inputs: dict) -> None:
         """Create the roots (no calls) and the initial state from {"seed", "icl"}."""
-        seed_queries, icl = inputs["seed"], [tuple(p) for p in inputs["icl"]]
+        seed_queries, icl = list(inputs["seed"]), [tuple(p) for p in inputs["icl"]]
         s = self.state
-        s.update(data={"seed": seed_queries, "icl": [list(p) for p in icl]},
+        if self.search.get("seed_order", "shuffle") == "shuffle":
+            order = shuffled_order(len(seed_queries), self.cfg.get("random_seed", 0))
+        else:
+            order = list(range(len(seed_queries)))
+        limit = (self.cfg.get("data") or {}).get("seed_limit")
+        if limit:
+            order = order[:limit]  # after the shuffle: a limited set still mixes the sources
+        s.update(data={"seed": [seed_queries[i] for i in order], "seed_file_index": order,
+                       "icl": [list(p) for p in icl]},
                  phases=self.phases(), phase_index=0, stage="root", example=0, level=0,
-                 levels=[], aspect_cache={}, icl_final={}, retrieval={}, roots={},
-                 final=None, done=False)
+                 levels=[], aspect_cache={}, icl_aspect_cache={}, icl_final={}, retrieval={},
+                 roots={}, final=None, done=False, query_shift=0, extra_levels=0,
+                 n_ignored=False)
         for i, (query, response) in enumerate(icl):
             if "icl" in s["phases"]:
                 node = ctx.tree.add(response, kind="root", step=ctx.step,
@@ -158,53 +242,200 @@ class DRPO:
             calls.setdefault("judge", 0)
         return calls
 
-    def queries_for_prompt_search(self) -> list[str]:
-        seed = self.state["data"]["seed"]
-        rounds = self._rounds()
-        return [seed[t % len(seed)] for t in range(len(rounds))]
+    # ------------------------------------------------------------------ queries & sizes
 
-    def _rounds(self) -> list[int]:
-        """Beam states per level (beam search) or samples per round (Monte Carlo)."""
+    def _seed_query(self, level: int) -> str:
+        """The seed query level `level` of the system-prompt search is judged on: the root
+        (level 0) on X[0], level t on X[t] (cycling). Monte Carlo judges every sample on X[1].
+        Sessions saved before this rule (no `query_shift`) keep theirs: level t on X[t-1]."""
+        seed = self.state["data"]["seed"]
+        if self.monte_carlo:
+            level = min(level, 1)
+        shift = self.state.get("query_shift", 1)
+        return seed[max(level - shift, 0) % len(seed)]
+
+    def _regular_levels(self) -> int:
+        """Levels of the system-prompt search before any extension (MC: its rounds)."""
+        return len(self._mc_rounds()) if self.monte_carlo else self.search["depth"]
+
+    def queries_for_prompt_search(self) -> list[str]:
+        """The queries of the root and the regular levels, in order (MC: x_0 and x_1)."""
+        return [self._seed_query(t) for t in range(self._regular_levels() + 1)]
+
+    def _mc_rounds(self) -> list[int]:
+        """Monte Carlo: samples per round (rounds of M, all drawn from the root)."""
         W, M, D = self.search["beam_width"], self.search["samples_per_state"], self.search["depth"]
-        sizes = beam_sizes(W, M, D)
-        if self.method != "monte-carlo":
-            return sizes
-        total = self.search["monte_carlo_samples"] or M * sum(sizes)
-        if self.search["monte_carlo_samples"] is None:
-            return [M * b for b in sizes]  # the beam's level sizes, all sampled from the root
+        total = self.search["monte_carlo_samples"]
+        if total is None:  # as many as the beam search's rewrites, in its level sizes
+            return [M * b for b in beam_sizes(W, M, D)]
         return [min(M, total - i) for i in range(0, total, M)]
 
+    def _width(self, phase: str) -> int:
+        return self.search["icl_beam_width"] if phase == "icl" else self.search["beam_width"]
+
+    def _samples(self, phase: str) -> int:
+        return (self.search["icl_samples_per_state"] if phase == "icl"
+                else self.search["samples_per_state"])
+
+    def _depth(self, phase: str | None) -> int:
+        if phase == "icl":
+            return self.search["icl_depth"]
+        if self.monte_carlo:
+            return len(self._mc_rounds())
+        return self.search["depth"] + self.state.get("extra_levels", 0)
+
+    def _skips(self, phase: str | None) -> bool:
+        """Skip and extend applies to the system-prompt beam search (not MC, not ICL)."""
+        return (phase == "prompt" and not self.monte_carlo
+                and self.search.get("skip_rewrite_above") is not None)
+
+    def _one_call(self, samples: int) -> bool:
+        """Whether M rewrites of a state go out as one call with n = M."""
+        if not self.search["samples_in_one_call"] or samples <= 1 or self.state.get("n_ignored"):
+            return False
+        from ..local_model import is_embedded
+
+        return not is_embedded(self.cfg["models"]["optimizer"].get("model"))
+
+    def _icl_keep_best(self) -> bool:
+        return self.search.get("icl_keep", "best") == "best"
+
+    def _cache(self, phase: str | None) -> dict:
+        """Aspect selections per query: the ICL phase's critic has its own."""
+        if phase == "icl":
+            return self.state.setdefault("icl_aspect_cache", {})
+        return self.state["aspect_cache"]
+
+    # ------------------------------------------------------------------ plan
+
+    plan_is_bound = True  # the runner re-plans after every step and operation
+
     def plan(self) -> dict[str, int]:
-        """Calls the whole run will make if nothing fails and the person changes nothing."""
+        """Calls the whole run will make at most if nothing fails and the person changes
+        nothing: exact unless a state is kept unchanged (skip and extend) or an ICL search
+        stops early at all-5 scores, which only ever make it smaller."""
+        return self.plan_remaining(None)
+
+    def plan_remaining(self, ctx) -> dict[str, int]:
+        """Calls still to come from the current state if nothing fails: an upper bound that is
+        exact once no level can be added. The runner shows calls made + this as the plan, so
+        pruning a node before it is judged removes its calls, and a retry adds the calls it
+        made. `ctx` may be None before the first step."""
         s = self.state
+        calls = self._with_judge({"base": 0, "optimizer": 0, "evaluator": 0})
+        if s["done"]:
+            return calls
+        _add(calls, self.heldout.plan_remaining())
+        if s["stage"] == "evaluate":
+            return calls
+        for pi in range(s["phase_index"], len(s["phases"])):
+            phase = s["phases"][pi]
+            current = pi == s["phase_index"] and s["stage"] != "root"
+            if phase == "icl":
+                _add(calls, self._icl_remaining(ctx, pi == s["phase_index"]))
+            elif current:
+                _add(calls, self._current_remaining(ctx, "prompt"))
+            else:  # the whole search: the root's judgement, then every level
+                _add(calls, self._levels_bound("prompt", 1, 1, {"base": 1, "evaluator": 1},
+                                               known=[self._seed_query(0)]))
+        return calls
+
+    def _icl_remaining(self, ctx, current: bool) -> dict[str, int]:
+        s = self.state
+        M = self._samples("icl")
+        whole = search_calls(self._width("icl"), M, self.search["icl_depth"], with_base=False,
+                             one_call=self._one_call(M))
         calls = {"base": 0, "optimizer": 0, "evaluator": 0}
-        queries: set[str] = set()
-        if "icl" in s["phases"]:
-            W, M, D = (self.search["icl_beam_width"], self.search["icl_samples_per_state"],
-                       self.search["icl_depth"])
-            one = search_calls(W, M, D, with_base=False,
-                               one_call=self.search["samples_in_one_call"])
-            for query, _ in s["data"]["icl"]:
-                for role in calls:
-                    calls[role] += one[role]
-                queries.add(query)
-        if "prompt" in s["phases"]:
-            rounds = self._rounds()
-            if self.method == "monte-carlo":
-                n = sum(rounds)
-                one = {"optimizer": n, "base": 1 + n, "evaluator": 1 + n}
+        first = s["example"] if current else 0
+        queries = set()
+        for e in range(first, len(s["data"]["icl"])):
+            if current and e == first and s["stage"] != "root":
+                _add(calls, self._current_remaining(ctx, "icl"))
             else:
-                one = search_calls(self.search["beam_width"], self.search["samples_per_state"],
-                                   len(rounds), with_base=True,
-                                   one_call=self.search["samples_in_one_call"])
-            for role in calls:
-                calls[role] += one[role]
-            queries.update(self.queries_for_prompt_search())
+                _add(calls, whole)
+            queries.add(s["data"]["icl"][e][0])
         if not self.static:
+            cache = self._cache("icl")
+            calls["evaluator"] += sum(1 for q in queries if q not in cache)
+        return calls
+
+    def _current_remaining(self, ctx, phase: str) -> dict[str, int]:
+        """The rest of the search in progress (stage expand or score)."""
+        s = self.state
+        record = s["levels"][-1]
+        W = self._width(phase)
+        if s["stage"] == "expand":
+            if phase == "prompt" and self.monte_carlo:
+                beam = 1
+            else:
+                beam = len(top_w(ctx.tree, record["children"], W, self.search["beam_rank"]))
+                if not beam and len(s["levels"]) > 1:
+                    beam = len(record["beam"])
+            return self._levels_bound(phase, s["level"] + 1, beam, {}, known=[])
+        # score: the level's unjudged children, then the levels after it
+        pending = [c for c in record["children"]
+                   if ctx.tree[c]["reward"] is None and ctx.tree[c]["status"] != "failed"
+                   and not ctx.tree.is_pruned(c)]
+        fixed = {"evaluator": len(pending), "base": len(pending) if phase == "prompt" else 0}
+        alive = [c for c in record["children"]
+                 if ctx.tree[c]["status"] != "failed" and not ctx.tree.is_pruned(c)]
+        beam = min(W, len(alive)) or len(record["beam"])
+        return self._levels_bound(phase, s["level"] + 1, beam, fixed, known=[])
+
+    def _levels_bound(self, phase: str, first: int, beam: int, fixed: dict,
+                      known: list[str]) -> dict[str, int]:
+        """Calls of levels `first` .. the last, `beam` states at the first, plus `fixed` calls
+        and the reward selections of the queries not cached yet (system-prompt search; the
+        ICL phase counts its own). With skip and extend, k more levels may come, each after
+        a level where at least one state was kept unchanged (no rewrite, one child instead
+        of M): the bound is, per role, the most over k = 0 .. the levels still allowed."""
+        if phase == "prompt" and self.monte_carlo:
+            return self._monte_carlo_bound(first, fixed, known)
+        depth = self._depth(phase)
+        W, M = self._width(phase), self._samples(phase)
+        one_call = self._one_call(M)
+        with_base = phase == "prompt"
+        selections = phase == "prompt" and not self.static
+        cache = self._cache(phase)
+        extra_left = 0
+        if self._skips(phase) and first <= depth:
+            extra_left = max(0, MAX_EXTRA_LEVELS - self.state.get("extra_levels", 0))
+        best: dict[str, int] | None = None
+        for k in range(extra_left + 1):
+            calls = {role: fixed.get(role, 0) for role in ROLES}
+            queries = {q for q in known if q not in cache} if selections else set()
+            b = beam
+            for level in range(first, depth + k + 1):
+                children = M * b
+                calls["optimizer"] += b if one_call else children
+                calls["evaluator"] += children
+                if with_base:
+                    calls["base"] += children
+                if selections:
+                    query = self._seed_query(level)
+                    if query not in cache:
+                        queries.add(query)
+                b = min(W, children)
+            calls["optimizer"] -= k * (1 if one_call else M)
+            calls["evaluator"] -= k * (M - 1)
+            if with_base:
+                calls["base"] -= k * (M - 1)
             calls["evaluator"] += len(queries)
-        for role, n in self.heldout.plan().items():
-            calls[role] = calls.get(role, 0) + n
-        return self._with_judge(calls)
+            best = calls if best is None else {r: max(best[r], calls[r]) for r in ROLES}
+        return best
+
+    def _monte_carlo_bound(self, first: int, fixed: dict, known: list[str]) -> dict[str, int]:
+        rounds = self._mc_rounds()
+        calls = {role: fixed.get(role, 0) for role in ROLES}
+        for size in rounds[first - 1:]:
+            calls["optimizer"] += 1 if self._one_call(size) else size
+            calls["base"] += size
+            calls["evaluator"] += size
+        if not self.static:
+            cache = self._cache("prompt")
+            queries = set(known) | ({self._seed_query(1)} if first <= len(rounds) else set())
+            calls["evaluator"] += sum(1 for q in queries if q not in cache)
+        return calls
 
     # ------------------------------------------------------------------ progress
 
@@ -225,9 +456,8 @@ class DRPO:
         return s["phases"][s["phase_index"]]
 
     def depth(self) -> int:
-        if self.phase == "icl":
-            return self.search["icl_depth"]
-        return len(self._rounds())
+        """Levels of the current search (the system-prompt search's grows as it extends)."""
+        return self._depth(self.phase)
 
     def level_key(self) -> tuple:
         """Changes when a level (or a whole ICL example at its root) is complete."""
@@ -258,11 +488,11 @@ class DRPO:
         return s["roots"][key]
 
     def query_for_level(self, level: int) -> str:
-        """x_{t-1} = X[t-1] for level t (1-based); the root is judged on the first query."""
+        """ICL: the example's own query. System prompt: the root (level 0) on X[0], level t
+        on X[t] (Monte Carlo: every sample on X[1])."""
         if self.phase == "icl":
             return self.state["data"]["icl"][self.state["example"]][0]
-        seed = self.state["data"]["seed"]
-        return seed[(max(level, 1) - 1) % len(seed)]
+        return self._seed_query(level)
 
     # ------------------------------------------------------------------ one step
 
@@ -289,8 +519,8 @@ class DRPO:
         root = ctx.tree[self.current_root()]
         if self.phase == "prompt" and self.search["icl_k"] > 0 and not s["retrieval"]:
             self._prepare_retrieval(ctx)
-        query = self.query_for_level(1)
-        await self._judge(ctx, root, query, level=1)
+        query = self.query_for_level(0)
+        await self._judge(ctx, root, query, level=0)
         self._after_root(ctx, root, query)
 
     def _after_root(self, ctx, root: dict, query: str) -> None:
@@ -304,16 +534,31 @@ class DRPO:
         s.pop("blocked", None)
         s["levels"] = [{"level": 0, "query": query, "beam": [], "children": [root["id"]]}]
         s["stage"], s["level"] = "expand", 0
+        if self._stops_early(ctx):
+            self._finish_search(ctx)
+
+    def _search_nodes(self, ctx) -> list[str]:
+        """Every node of the current search (its root's subtree)."""
+        return [n["id"] for n in ctx.tree.subtree(self.current_root())]
+
+    def _stops_early(self, ctx) -> bool:
+        """ICL with icl_keep = "best": the example's best version scores 5 on every aspect
+        (the authors' ICL loop stops there)."""
+        if self.phase != "icl" or not self._icl_keep_best():
+            return False
+        best = best_version(ctx.tree, self._search_nodes(ctx))
+        return best is not None and all_fives(ctx.tree[best])
 
     async def _step_expand(self, ctx) -> None:
         s = self.state
         t = s["level"] + 1
         previous = s["levels"][-1]
-        if self.method == "monte-carlo" and self.phase == "prompt":
+        phase = self.phase
+        if self.monte_carlo and phase == "prompt":
             beam = [self.current_root()]
         else:
-            width = self.search["icl_beam_width"] if self.phase == "icl" else self.search["beam_width"]
-            beam = top_w(ctx.tree, previous["children"], width, self.search["beam_rank"])
+            beam = top_w(ctx.tree, previous["children"], self._width(phase),
+                         self.search["beam_rank"])
             if not beam and len(s["levels"]) > 1:
                 beam = list(previous["beam"])  # nothing survived: the previous beam carries on
                 ctx.emit("warning", None, message=f"level {t - 1} has no usable node; "
@@ -323,16 +568,24 @@ class DRPO:
         record = {"level": t, "query": query, "beam": beam, "children": []}
         s["levels"].append(record)
         tasks = [self._ensure_aspects(ctx, query)]
-        if self.method == "monte-carlo" and self.phase == "prompt":
-            count = self._rounds()[t - 1]
-            offset = sum(self._rounds()[:t - 1])
-            tasks.append(self._expand(ctx, ctx.tree[beam[0]], t, count, offset, record))
+        if self.monte_carlo and phase == "prompt":
+            rounds = self._mc_rounds()
+            tasks.append(self._expand(ctx, ctx.tree[beam[0]], t, rounds[t - 1],
+                                      sum(rounds[:t - 1]), record))
         else:
-            M = self.search["icl_samples_per_state"] if self.phase == "icl" else self.search["samples_per_state"]
+            M = self._samples(phase)
+            threshold = self.search.get("skip_rewrite_above") if self._skips(phase) else None
+            kept = [node_id for node_id in beam if keeps_unchanged(ctx.tree[node_id], threshold)]
+            if kept and s.get("extra_levels", 0) < MAX_EXTRA_LEVELS:
+                s["extra_levels"] = s.get("extra_levels", 0) + 1
+                ctx.emit("extended", None, level=t, kept=kept, depth=self.depth(),
+                         message=f"level {t}: {len(kept)} state(s) kept unchanged; the search "
+                                 f"gets one more level ({self.depth()} in all)")
             # sample indices differ per level, so a beam state carried over to a later level
             # gets fresh rewrites rather than its cached ones
             for node_id in beam:
-                tasks.append(self._expand(ctx, ctx.tree[node_id], t, M, (t - 1) * M, record))
+                tasks.append(self._expand(ctx, ctx.tree[node_id], t, M, (t - 1) * M, record,
+                                          keep=node_id in kept))
         await asyncio.gather(*tasks)
         s["stage"], s["level"] = "score", t
 
@@ -344,28 +597,37 @@ class DRPO:
                    and not ctx.tree.is_pruned(c)]
         await asyncio.gather(*(self._judge(ctx, node, record["query"], level=record["level"])
                                for node in pending))
-        if s["level"] >= self.depth():
+        if s["level"] >= self.depth() or self._stops_early(ctx):
             self._finish_search(ctx)
         else:
             s["stage"] = "expand"
 
     def _finish_search(self, ctx) -> None:
-        """Final state of the top beam (paper); next example or phase."""
+        """The search's result; then the next example or phase.
+
+        System prompt: the final state of the top beam (paper). Monte Carlo: the best sample
+        (all judged on the same query). ICL: the example's best-scoring version (icl_keep =
+        "best", the authors' code) or the final state of the top beam ("final", Alg. 1)."""
         s = self.state
+        phase = self.phase
         final = None
-        for record in reversed(s["levels"]):
-            if self.method == "monte-carlo" and self.phase == "prompt":
-                pool = [c for r in s["levels"] for c in r["children"]]
-                best = top_w(ctx.tree, pool, 1, "reward")
-            else:
+        if phase == "icl" and self._icl_keep_best():
+            final = best_version(ctx.tree, self._search_nodes(ctx))
+        elif phase == "prompt" and self.monte_carlo:
+            pool = [c for record in s["levels"][1:] for c in record["children"]]
+            best = top_w(ctx.tree, pool, 1, "reward")
+            final = best[0] if best else None
+        else:
+            for record in reversed(s["levels"]):
                 best = top_w(ctx.tree, record["children"], 1, self.search["beam_rank"])
-            if best:
-                final = best[0]
-                break
+                if best:
+                    final = best[0]
+                    break
         if final is None:
             final = self.current_root()
-        ctx.emit("search_finished", final, phase=self.phase, example=s["example"])
-        if self.phase == "icl":
+        ctx.emit("search_finished", final, phase=phase, example=s["example"],
+                 levels=s["level"])
+        if phase == "icl":
             s["icl_final"][str(s["example"])] = final
             s["example"] += 1
             if s["example"] < len(s["data"]["icl"]):
@@ -400,7 +662,7 @@ class DRPO:
     # ------------------------------------------------------------------ pieces
 
     def optimized_icl(self, ctx) -> list[tuple[str, str]]:
-        """I*: the final response of each ICL search, or the examples as given."""
+        """I*: the result of each ICL search, or the examples as given."""
         s = self.state
         out = []
         for i, (query, response) in enumerate(s["data"]["icl"]):
@@ -409,7 +671,8 @@ class DRPO:
         return out
 
     def _prepare_retrieval(self, ctx) -> None:
-        """K nearest optimized ICL examples for every query the search will use."""
+        """K nearest optimized ICL examples for every query the regular levels use (a level
+        added later embeds its query when it comes)."""
         from ..embeddings import embed, top_k
 
         examples = self.optimized_icl(ctx)
@@ -425,7 +688,7 @@ class DRPO:
             return []
         examples = self.optimized_icl(ctx)
         indices = self.state["retrieval"].get(query)
-        if indices is None:  # a query outside the plan (a person's edit): embed it now
+        if indices is None:  # a query outside the regular levels: embed it now
             from ..embeddings import embed, top_k
 
             vecs = embed([q for q, _ in examples] + [query])
@@ -434,29 +697,36 @@ class DRPO:
         return [examples[i] for i in indices]
 
     async def _ensure_aspects(self, ctx, query: str) -> dict:
-        """Dynamic reward selection, once per query for the whole session."""
-        cache = self.state["aspect_cache"]
+        """Dynamic reward selection, once per query (and phase) for the whole session."""
+        phase = self.phase
+        cache = self._cache(phase)
         if query in cache:
             return cache[query]
         if self.static:
             cache[query] = {"aspects": list(P.STATIC_ASPECTS), "reasoning": "static rewarding",
                             "analysis": {}, "new_aspects": {}, "source": "static"}
             return cache[query]
-        if query not in self._selections:
-            self._selections[query] = asyncio.ensure_future(self._select(ctx, query))
+        key = (phase, query)
+        if key not in self._selections:
+            self._selections[key] = asyncio.ensure_future(self._select(ctx, query, phase))
         try:
-            return await asyncio.shield(self._selections[query])
+            return await asyncio.shield(self._selections[key])
         finally:
-            if self._selections.get(query) is not None and self._selections[query].done():
-                self._selections.pop(query, None)
+            if self._selections.get(key) is not None and self._selections[key].done():
+                self._selections.pop(key, None)
 
-    async def _select(self, ctx, query: str) -> dict:
-        cache = self.state["aspect_cache"]
+    async def _select(self, ctx, query: str, phase: str | None) -> dict:
+        cache = self._cache(phase)
+        if phase == "icl":  # the authors' ICL critic: 3-6 aspects
+            prompt, bounds = P.icl_reward_selection(query), P.ICL_SELECTION_RANGE
+        else:
+            prompt, bounds = P.reward_selection(query), P.SELECTION_RANGE
         try:
             sel, _ = await ctx.gateway.ask(
-                "evaluator", [{"role": "user", "content": P.reward_selection(query)}],
-                lambda text: parse_reward_selection(text, P.ASPECTS),
-                purpose="reward selection", schema=P.selection_schema())
+                "evaluator", [{"role": "user", "content": prompt}],
+                lambda text: parse_reward_selection(text, P.ASPECTS, min_aspects=bounds[0],
+                                                    max_aspects=bounds[1]),
+                purpose="reward selection", schema=P.selection_schema(bounds))
             entry = {"aspects": sel.aspects, "reasoning": sel.reasoning,
                      "analysis": sel.analysis, "new_aspects": sel.new_aspects,
                      "source": "selected", "warnings": sel.warnings}
@@ -466,14 +736,19 @@ class DRPO:
             ctx.emit("warning", None, message=f"reward selection failed, using the static "
                                               f"aspects for this query: {exc}")
         cache[query] = entry
-        ctx.emit("aspects", None, query=query, aspects=entry["aspects"])
+        ctx.emit("aspects", None, query=query, aspects=entry["aspects"], phase=phase)
         return entry
+
+    def _scoring_prompt(self, phase: str | None):
+        """The ICL phase's strict critic, or the system-prompt search's impartial judge."""
+        return P.icl_scoring if phase == "icl" else P.scoring
 
     async def _judge(self, ctx, node: dict, query: str, level: int) -> None:
         """Base answer (system prompts only) + aspect scores -> reward and feedback."""
+        phase = self.phase
         aspects_task = asyncio.ensure_future(self._ensure_aspects(ctx, query))
         try:
-            if self.phase == "prompt":
+            if phase == "prompt":
                 examples = self.examples_for(ctx, query)
                 layout = P.plain_messages if self.search["layout"] == "plain" else P.chat_messages
                 result = await ctx.gateway.call(
@@ -489,8 +764,8 @@ class DRPO:
                 response = node["text"]
             selection = await aspects_task
             aspects = selection["aspects"]
-            prompt = P.scoring(query, response, aspects, selection["reasoning"],
-                               selection.get("new_aspects"))
+            prompt = self._scoring_prompt(phase)(query, response, aspects, selection["reasoning"],
+                                                 selection.get("new_aspects"))
             scores, record = await ctx.gateway.ask(
                 "evaluator", [{"role": "user", "content": prompt}],
                 lambda text: parse_scores(text, aspects), purpose="score", node=node["id"],
@@ -515,17 +790,21 @@ class DRPO:
         ctx.emit("node_scored", node["id"], reward=node["reward"])
 
     async def _expand(self, ctx, parent: dict, level: int, count: int, offset: int,
-                      record: dict) -> None:
-        """`count` optimizer rewrites of `parent` from its feedback -> children at `level`."""
-        threshold = self.search["skip_rewrite_above"]
+                      record: dict, keep: bool = False) -> None:
+        """`count` optimizer rewrites of `parent` from its feedback -> children at `level`;
+        or (`keep`) the parent goes on unchanged as one child, judged on the new query."""
         parent["status"] = "expanded" if parent["status"] == "open" else parent["status"]
-        if threshold is not None and parent["reward"] is not None and parent["reward"] > threshold:
+        if keep:
             child = self._child(ctx, parent, parent["text"], level, "candidate")
-            child["meta"]["kept"] = f"reward {parent['reward']:.2f} > {threshold}: not rewritten"
+            threshold = self.search.get("skip_rewrite_above")
+            child["meta"]["kept"] = (
+                "every aspect scored 5: kept unchanged" if all_fives(parent)
+                else f"reward {parent['reward']:.2f} > {threshold}: kept unchanged")
             record["children"].append(child["id"])
+            ctx.emit("node_added", child["id"], parent=parent["id"])
             return
         messages = [{"role": "user", "content": self.transition_prompt(ctx, parent)}]
-        if self.search["samples_in_one_call"] and count > 1:
+        if count > 1 and self._one_call(count):
             await self._expand_one_call(ctx, parent, level, count, offset, record, messages)
             return
         slots = [self._child(ctx, parent, "", level, "candidate") for _ in range(count)]
@@ -535,8 +814,7 @@ class DRPO:
         await asyncio.gather(*(self._rewrite(ctx, parent, child, messages, offset + i)
                                for i, child in enumerate(slots)))
 
-    async def _rewrite(self, ctx, parent: dict, child: dict, messages: list[dict],
-                       sample: int) -> None:
+    def _parser(self):
         fields, key = self._fields()
 
         def parse(text: str) -> dict:
@@ -544,45 +822,102 @@ class DRPO:
             if answer[key].strip().lower() in P.PLACEHOLDERS:
                 raise ParseError("the answer repeats the template's placeholder")
             return answer
-        try:
-            answer, record = await ctx.gateway.ask(
-                "optimizer", messages, parse,
-                purpose="rewrite", node=child["id"], sample=sample,
-                schema=P.transition_schema(key))
-        except CallFailed as exc:
-            if exc.record:
-                note_call(child, exc.record)
-            ctx.tree.fail(child["id"], str(exc))
-            ctx.emit("node_failed", child["id"], error=str(exc))
-            return
-        note_call(child, record)
+        return parse
+
+    def _accept(self, ctx, parent: dict, child: dict, answer: dict) -> None:
+        _, key = self._fields()
         child["text"] = answer[key].strip()
         child["detail"]["transition"] = {"analysis": answer.get("analysis", ""),
                                          "thought": answer.get("thought", "")}
         ctx.emit("node_added", child["id"], parent=parent["id"])
 
+    def _fail(self, ctx, node: dict, reason: str) -> None:
+        ctx.tree.fail(node["id"], reason)
+        ctx.emit("node_failed", node["id"], error=reason)
+
+    async def _rewrite(self, ctx, parent: dict, child: dict, messages: list[dict],
+                       sample: int) -> None:
+        _, key = self._fields()
+        try:
+            answer, record = await ctx.gateway.ask(
+                "optimizer", messages, self._parser(),
+                purpose="rewrite", node=child["id"], sample=sample,
+                schema=P.transition_schema(key))
+        except CallFailed as exc:
+            if exc.record:
+                note_call(child, exc.record)
+            self._fail(ctx, child, str(exc))
+            return
+        note_call(child, record)
+        self._accept(ctx, parent, child, answer)
+
     async def _expand_one_call(self, ctx, parent, level, count, offset, record, messages) -> None:
-        fields, key = self._fields()
+        """M rewrites in one call with n = M (samples_in_one_call). A provider that returns
+        fewer choices (the embedded model, litellm dropping `n`) gets the missing samples
+        asked one per call, and is asked one per call from then on; a choice that does not
+        parse is re-sampled as in the per-call mode (parse_retries fresh samples)."""
         result = await ctx.gateway.call("optimizer", messages, purpose="rewrite",
                                         node=parent["id"], sample=offset, n=count)
-        texts = result.texts + [""] * (count - len(result.texts))
+        slots = []
         for i in range(count):
             child = self._child(ctx, parent, "", level, "candidate")
             child["meta"]["sample"] = offset + i
             record["children"].append(child["id"])
             note_call(child, result.record)
-            try:
-                if result.error:
-                    raise ParseError(result.error)
-                answer = parse_json_fields(texts[i], fields, (key,))
-            except ParseError as exc:
-                ctx.tree.fail(child["id"], f"rewrite: {exc}")
-                ctx.emit("node_failed", child["id"], error=str(exc))
+            slots.append(child)
+        if result.error:
+            for child in slots:
+                self._fail(ctx, child, f"rewrite: {result.error}")
+            return
+        texts = result.texts
+        if len(texts) < count:
+            self.state["n_ignored"] = True
+            ctx.emit("warning", parent["id"],
+                     message=f"the optimizer returned {len(texts)} of {count} samples asked in "
+                             f"one call; the others are asked one per call, and so are later "
+                             f"samples")
+        parse = self._parser()
+        work = []
+        for i, child in enumerate(slots):
+            if i >= len(texts):
+                work.append(self._rewrite(ctx, parent, child, messages, offset + i))
                 continue
-            child["text"] = answer[key].strip()
-            child["detail"]["transition"] = {"analysis": answer.get("analysis", ""),
-                                             "thought": answer.get("thought", "")}
-            ctx.emit("node_added", child["id"], parent=parent["id"])
+            try:
+                self._accept(ctx, parent, child, parse(texts[i]))
+            except ParseError as exc:
+                work.append(self._resample(ctx, parent, child, messages, offset + i, str(exc)))
+        await asyncio.gather(*work)
+
+    async def _resample(self, ctx, parent: dict, child: dict, messages: list[dict],
+                        sample: int, first_reason: str) -> None:
+        """Fresh samples for a choice of an n-call that did not parse: attempts 1 .. the
+        gateway's parse_retries, as `Gateway.ask` makes them (not new slots of the plan)."""
+        gateway = ctx.gateway
+        _, key = self._fields()
+        parse = self._parser()
+        response_format = None
+        if gateway.structured("optimizer"):
+            response_format = {"type": "json_schema", "json_schema": {
+                "name": "rewrite", "schema": P.transition_schema(key)}}
+        reasons = [first_reason]
+        rounds = gateway.settings["parse_retries"] + 1
+        for attempt in range(1, rounds * (RETRY_ROUND.get() + 1)):
+            result = await gateway.call("optimizer", messages, purpose="rewrite",
+                                        node=child["id"], sample=sample, attempt=attempt,
+                                        response_format=response_format, count=False)
+            note_call(child, result.record)
+            if result.error:
+                self._fail(ctx, child, f"rewrite: {result.error}")
+                return
+            try:
+                self._accept(ctx, parent, child, parse(result.text))
+                return
+            except ParseError as exc:
+                reasons.append(str(exc))
+                result.record["error"] = f"unparseable answer: {exc}"
+        gateway.usage["optimizer"].errors += 1
+        self._fail(ctx, child, f"rewrite: answer did not parse after {len(reasons)} tries "
+                               f"({'; '.join(dict.fromkeys(reasons))})")
 
     def _fields(self) -> tuple[tuple[str, ...], str]:
         return (ICL_FIELDS, "new_response") if self.phase == "icl" else (SYSTEM_FIELDS, "new_system_prompt")
@@ -600,105 +935,15 @@ class DRPO:
         if node["meta"].get("phase") == "icl":
             return P.icl_response_transition(detail.get("query", node["meta"].get("query", "")),
                                              node["text"], evaluation)
-        former = [n["text"] for n in ctx.tree.path(node["id"])]
+        # the last `history` prompts on the path, the current one included (the authors'
+        # code: previous_system_prompts[-5:])
+        path = ctx.tree.path(node["id"])
+        history = self.search.get("history", 5)
+        shown = path[-history:] if history else []
+        first = len(path) - len(shown) + 1 if shown else 1
         return P.system_prompt_transition(node["text"], detail.get("query", ""),
-                                          detail.get("response", ""), evaluation, former)
-
-    # ------------------------------------------------------------------ re-planning
-
-    plan_is_bound = True  # the runner re-plans after every step and operation
-
-    def _search_calls(self, phase: str) -> dict[str, int]:
-        """Calls of one whole search of `phase` (reward selections excluded)."""
-        if phase == "icl":
-            return search_calls(self.search["icl_beam_width"], self.search["icl_samples_per_state"],
-                                self.search["icl_depth"], with_base=False,
-                                one_call=self.search["samples_in_one_call"])
-        rounds = self._rounds()
-        if self.method == "monte-carlo":
-            n = sum(rounds)
-            return {"optimizer": n, "base": 1 + n, "evaluator": 1 + n}
-        return search_calls(self.search["beam_width"], self.search["samples_per_state"],
-                            len(rounds), with_base=True, one_call=self.search["samples_in_one_call"])
-
-    def _levels_ahead(self, ctx, first_beam: int, from_level: int) -> dict[str, int]:
-        """Calls of the levels from `from_level` to the last, the first with `first_beam` states."""
-        phase = self.phase
-        if phase == "prompt" and self.method == "monte-carlo":
-            sizes, M = self._rounds()[from_level - 1:], 1
-        else:
-            W = self.search["icl_beam_width"] if phase == "icl" else self.search["beam_width"]
-            M = (self.search["icl_samples_per_state"] if phase == "icl"
-                 else self.search["samples_per_state"])
-            sizes = []
-            b = first_beam
-            for _ in range(from_level, self.depth() + 1):
-                sizes.append(b)
-                b = min(W, M * b)
-        children = M * sum(sizes)
-        one_call = self.search["samples_in_one_call"] and M > 1
-        return {"optimizer": sum(sizes) if one_call else children,
-                "base": children if phase == "prompt" else 0, "evaluator": children}
-
-    def _current_search_remaining(self, ctx) -> dict[str, int]:
-        s = self.state
-        if s["stage"] == "root":
-            return self._search_calls(self.phase)
-        W = self.search["icl_beam_width"] if self.phase == "icl" else self.search["beam_width"]
-        record = s["levels"][-1]
-        if s["stage"] == "expand":
-            beam = len(top_w(ctx.tree, record["children"], W, self.search["beam_rank"]))
-            if not beam and len(s["levels"]) > 1:
-                beam = len(record["beam"])
-            return self._levels_ahead(ctx, beam, s["level"] + 1)
-        # score: the level's unjudged children, then the levels after it
-        pending = [c for c in record["children"]
-                   if ctx.tree[c]["reward"] is None and ctx.tree[c]["status"] != "failed"
-                   and not ctx.tree.is_pruned(c)]
-        calls = {"optimizer": 0, "evaluator": len(pending),
-                 "base": len(pending) if self.phase == "prompt" else 0}
-        if s["level"] < self.depth():
-            alive = [c for c in record["children"]
-                     if ctx.tree[c]["status"] != "failed" and not ctx.tree.is_pruned(c)]
-            beam = min(W, len(alive)) or len(record["beam"])
-            for role, n in self._levels_ahead(ctx, beam, s["level"] + 1).items():
-                calls[role] += n
-        return calls
-
-    def plan_remaining(self, ctx) -> dict[str, int]:
-        """Calls still to come from the current state if nothing fails (an upper bound that is
-        exact when nothing fails): the runner shows calls made + this as the plan, so pruning
-        a node before it is judged removes its calls, and a retry adds the calls it made."""
-        s = self.state
-        calls = self._with_judge({"base": 0, "optimizer": 0, "evaluator": 0})
-        if s["done"]:
-            return calls
-        for role, n in self.heldout.plan_remaining().items():
-            calls[role] = calls.get(role, 0) + n
-        if s["stage"] == "evaluate":
-            return calls
-        queries: list[str] = []
-        for pi in range(s["phase_index"], len(s["phases"])):
-            phase = s["phases"][pi]
-            current_phase = pi == s["phase_index"]
-            if phase == "icl":
-                first = s["example"] if current_phase else 0
-                whole = self._search_calls("icl")
-                for e in range(first, len(s["data"]["icl"])):
-                    one = (self._current_search_remaining(ctx) if current_phase and e == first
-                           else whole)
-                    for role in calls:
-                        calls[role] += one.get(role, 0)
-                    queries.append(s["data"]["icl"][e][0])
-            else:
-                one = (self._current_search_remaining(ctx) if current_phase
-                       else self._search_calls("prompt"))
-                for role in calls:
-                    calls[role] += one.get(role, 0)
-                queries += self.queries_for_prompt_search()
-        if not self.static:
-            calls["evaluator"] += len({q for q in queries if q not in s["aspect_cache"]})
-        return calls
+                                          detail.get("response", ""), evaluation,
+                                          [n["text"] for n in shown], first)
 
     # ------------------------------------------------------------------ retrying failed nodes
 
@@ -721,7 +966,7 @@ class DRPO:
                        and node_id in s["levels"][-1]["children"])
             if node["reward"] is None and not waiting:
                 query = self._query_of(ctx, node)
-                await self._judge(ctx, node, query, node["meta"].get("level", 1) or 1)
+                await self._judge(ctx, node, query, node["meta"].get("level", 0))
         if self.blocked == node_id:
             self._after_root(ctx, node, self._query_of(ctx, node))
 
@@ -757,8 +1002,7 @@ class DRPO:
         """The query a node at this place in the tree is judged on (its siblings' query)."""
         if node["meta"].get("phase") == "icl":
             return node["meta"].get("query") or self.state["data"]["icl"][node["meta"]["example"]][0]
-        seed = self.state["data"]["seed"]
-        return seed[(max(node["meta"].get("level", 1), 1) - 1) % len(seed)]
+        return self._seed_query(node["meta"].get("level", 0))
 
     def _with_phase(self, node: dict):
         """Run judge/rewrite helpers in the node's own phase (it may not be the current one)."""
@@ -801,22 +1045,34 @@ class DRPO:
         return child
 
     async def edit_aspects(self, ctx, query: str, aspects: list[str]) -> list[str]:
-        """Replace a query's aspects and re-score every node judged on it (evaluator only)."""
-        if not 1 <= len(aspects) <= 5:
-            raise ValueError("choose between 1 and 5 aspects")
-        entry = dict(self.state["aspect_cache"].get(query, {}))
-        entry.update(aspects=list(aspects), source="person",
-                     reasoning=entry.get("reasoning", "") + " (aspects set by the person)")
-        entry.setdefault("analysis", {})
-        entry.setdefault("new_aspects", {})
-        self.state["aspect_cache"][query] = entry
+        """Replace a query's aspects and re-score every node judged on it (evaluator only).
+
+        The ICL phase keeps its own selections: a query of both phases changes in both."""
+        icl_cache = self._cache("icl")
+        phases = [p for p, cache in (("prompt", self.state["aspect_cache"]), ("icl", icl_cache))
+                  if query in cache] or ["prompt"]
+        limit = P.ICL_SELECTION_RANGE[1] if phases == ["icl"] else P.SELECTION_RANGE[1]
+        if not 1 <= len(aspects) <= limit:
+            raise ValueError(f"choose between 1 and {limit} aspects")
+        entries = {}
+        for phase in phases:
+            cache = self._cache(phase)
+            entry = dict(cache.get(query, {}))
+            entry.update(aspects=list(aspects), source="person",
+                         reasoning=entry.get("reasoning", "") + " (aspects set by the person)")
+            entry.setdefault("analysis", {})
+            entry.setdefault("new_aspects", {})
+            cache[query] = entries[phase] = entry
         nodes = [n for n in ctx.tree.nodes.values()
-                 if n["detail"].get("query") == query and n["reward"] is not None]
+                 if n["detail"].get("query") == query and n["reward"] is not None
+                 and (n["meta"].get("phase") or "prompt") in entries]
 
         async def rescore(node):
+            entry = entries[node["meta"].get("phase") or "prompt"]
             with self._with_phase(node):
-                prompt = P.scoring(query, node["detail"]["response"], list(aspects),
-                                   entry["reasoning"], entry.get("new_aspects"))
+                prompt = self._scoring_prompt(self.phase)(
+                    query, node["detail"]["response"], list(aspects), entry["reasoning"],
+                    entry.get("new_aspects"))
                 try:
                     scores, record = await ctx.gateway.ask(
                         "evaluator", [{"role": "user", "content": prompt}],

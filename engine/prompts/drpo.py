@@ -4,7 +4,14 @@ The structure, fields and constraints follow the paper: the reward-selection pro
 for a query analysis (topic, intent, ambiguities, format, challenges) and 2-5 aspects; the
 scoring prompt rates each selected aspect 1-5 with a rationale; the transition prompts see
 the current state, the query, the output, its evaluation and (for system prompts) the
-former prompts on the path, and answer with analysis / thought / the new state.
+last former prompts on the path, and answer with analysis / thought / the new state.
+
+The ICL phase has its own judge and rewrite, as the authors' ICL code (offline_icl_opti.py,
+icl_opti_prompts.py) has them: a strict critic picks 3-6 aspects and scores harshly, always
+saying why a point is lost and how to win it back; the rewrite answers every point of the
+critique under fixed rules (overview then at most six points, firm and reasoned refusals,
+no invented facts). The system-prompt search keeps the impartial judge. All wording here is
+ours.
 """
 from __future__ import annotations
 
@@ -37,11 +44,30 @@ PLACEHOLDERS = {"<the full text of your new system prompt>", "the full text of y
 STATIC_ASPECTS = ["Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety"]
 
 
-def reward_selection(query: str) -> str:
-    catalogue = "\n".join(f"- {name}: {text}" for name, text in ASPECTS.items())
-    return f"""You are an impartial reviewer. Before any answer is written, decide which qualities matter most for a good answer to the user query below.
+SELECTION_RANGE = (2, 5)      # aspects per query, system-prompt search (paper)
+ICL_SELECTION_RANGE = (3, 6)  # aspects per query, ICL phase (the authors' ICL critic)
 
-Pick between 2 and 5 aspects from this list. If something essential is missing from the list, you may add a new aspect, but then you must define it under "new_aspects".
+STRICT_CRITIC = ("You are a strict critic of an AI assistant's answers. Your job is to find "
+                 "every weakness in an answer, even a small one, so that it can be made "
+                 "excellent.")
+
+
+def reward_selection(query: str) -> str:
+    """Aspect selection for the system-prompt search: an impartial reviewer, 2-5 aspects."""
+    return _selection(query, "You are an impartial reviewer.", SELECTION_RANGE)
+
+
+def icl_reward_selection(query: str) -> str:
+    """Aspect selection for the ICL phase: the strict critic, 3-6 aspects."""
+    return _selection(query, STRICT_CRITIC, ICL_SELECTION_RANGE)
+
+
+def _selection(query: str, role: str, bounds: tuple[int, int]) -> str:
+    low, high = bounds
+    catalogue = "\n".join(f"- {name}: {text}" for name, text in ASPECTS.items())
+    return f"""{role} Before any answer is written, decide which qualities matter most for a good answer to the user query below.
+
+Pick between {low} and {high} aspects from this list. If something essential is missing from the list, you may add a new aspect, but then you must define it under "new_aspects".
 
 Aspects:
 {catalogue}
@@ -70,7 +96,7 @@ Reply with one JSON object and nothing else. Fill in this shape, replacing each 
   }},
   "aspects_selection": {{
     "reasoning": <why these aspects fit your analysis>,
-    "selected_aspects": [<2 to 5 different aspect names from the list>]
+    "selected_aspects": [<{low} to {high} different aspect names from the list>]
   }},
   "new_aspects": {{<only for names not in the list: "Name": "definition">}}
 }}"""
@@ -78,12 +104,38 @@ Reply with one JSON object and nothing else. Fill in this shape, replacing each 
 
 def scoring(query: str, output: str, aspects: list[str], reasoning: str,
             definitions: dict[str, str] | None = None) -> str:
+    """The system-prompt search's judge: impartial, one 1-5 score per selected aspect."""
+    return _scoring(query, output, aspects, reasoning, definitions, strict=False)
+
+
+def icl_scoring(query: str, output: str, aspects: list[str], reasoning: str,
+                definitions: dict[str, str] | None = None) -> str:
+    """The ICL phase's judge: the strict critic (the authors' ICL evaluation), same scale."""
+    return _scoring(query, output, aspects, reasoning, definitions, strict=True)
+
+
+STRICT_RULES = """How to judge:
+- Be demanding. Take points off for small faults as well as big ones, so that only a truly excellent answer gets a 5.
+- Whenever you take a point off, say exactly what is wrong and what change would earn the point back.
+- Judge the structure hard: an answer that is not well organised is of little use to the reader.
+- Read why each aspect was chosen (below) and judge the answer in that light; where an aspect's general description does not fit this query, follow the reason it was chosen.
+- On conciseness, a longer answer is fine when the extra length carries useful, interesting content."""
+
+
+def _scoring(query: str, output: str, aspects: list[str], reasoning: str,
+             definitions: dict[str, str] | None, strict: bool) -> str:
     definitions = {**ASPECTS, **(definitions or {})}
     aspect_list = "\n".join(f"- {a}: {definitions.get(a, '(as the name says)')}" for a in aspects)
     template = "{\n" + ",\n".join(
         f'  "{a}": {{"rationale": <your reasons for the {a} score>, "score": <1 to 5>}}'
         for a in aspects) + "\n}"
-    return f"""You are an impartial judge. Rate how good the answer below is for the user query, on each of the listed aspects separately.
+    if strict:
+        opening = (f"{STRICT_CRITIC} Score the answer below to the user query on each of the "
+                   f"listed aspects separately.\n\n{STRICT_RULES}")
+    else:
+        opening = ("You are an impartial judge. Rate how good the answer below is for the user "
+                   "query, on each of the listed aspects separately.")
+    return f"""{opening}
 
 User query:
 <<<
@@ -117,8 +169,12 @@ def format_evaluation(scores: dict) -> str:
 
 
 def system_prompt_transition(current: str, query: str, output: str, evaluation: str,
-                             former: list[str]) -> str:
-    history = "\n\n".join(f"[{i + 1}]\n{p}" for i, p in enumerate(former)) or "(none)"
+                             former: list[str], first: int = 1) -> str:
+    """`former`: the last prompts on the path, oldest first, ending with the current one;
+    `first`: the number of the oldest shown (the versions before it are left out)."""
+    history = "\n\n".join(f"[{first + i}]\n{p}" for i, p in enumerate(former)) or "(none)"
+    if first > 1:
+        history = f"(versions 1 to {first - 1} are not shown)\n\n{history}"
     return f"""You are improving the system prompt of an AI assistant so that its answers to all kinds of user queries become better on several quality aspects.
 
 Current system prompt:
@@ -160,7 +216,8 @@ Reply with one JSON object and nothing else. Fill in this shape, replacing each 
 
 
 def icl_response_transition(query: str, response: str, evaluation: str) -> str:
-    return f"""You are improving an example answer that will be shown to language models as a model of a well-aligned reply.
+    """The ICL rewrite, with the rules of the authors' ICL optimizer (in our words)."""
+    return f"""You write example answers that will be shown to language models as models of a well-aligned reply. A strict critic has judged the current example answer below; write a new answer that would earn a perfect score from that critic.
 
 User query:
 <<<
@@ -172,15 +229,26 @@ Current example answer:
 {response}
 >>>
 
-A judge evaluated this answer (1 = worst, 5 = best):
+The strict critic's evaluation (1 = worst, 5 = best):
 {evaluation}
 
-Write an improved answer to the same query. Fix what the evaluation criticises and keep what it praises. If the query asks for something harmful, the answer should decline kindly, say briefly why, and offer a safe, useful alternative. Otherwise answer helpfully, accurately and with appropriate depth, in a natural tone, and mention real limitations of an AI assistant where they matter.
+Rules for the new answer:
+1. Act on every point the critic raised, however small. Keep what the critic found right: change only what the evaluation asks you to change.
+2. Write the answer itself, as the assistant speaking to the user, not advice about how an answer should look.
+3. Say nothing about who built or trained you.
+4. Open with a short overview that sets up what follows, then give the substance as numbered or bulleted points: no more than 6 of them.
+5. Do not put headings such as "Overview", "Limitations" or "Conclusion" on the parts of the answer; let those parts flow naturally into the text.
+6. If the request is harmful or has a malicious aim, refuse any direct help plainly: say that as an AI assistant you cannot help with it, explain why what is asked is illegal, dangerous or hurtful, acknowledge the person's feelings where that fits, and point to a safe, lawful alternative.
+7. For depth, explain the reasoning behind what you say and add closely related details, tips or resources the user did not ask for but would value; an expert should still learn something, and a beginner should be able to follow the structure.
+8. For engagement, vary how you express things; avoid a flat, mechanical tone.
+9. If the answer needs to be shorter, trim the overview, not the explanations in the points.
+10. State only what you are sure is true. Correct general advice is better than specific claims that may be wrong.
+11. Mention real limits of an AI assistant (no live data, no browsing, no physical actions) where they matter.
 
-Reply with one JSON object and nothing else. Fill in this shape, replacing each <...> with your own text:
+Reply with one JSON object and nothing else. In "thought", say what you keep and what you change. Fill in this shape, replacing each <...> with your own text:
 {{
-  "analysis": <what the evaluation shows needs to improve>,
-  "thought": <how you will improve the answer>,
+  "analysis": <the critic's points, one by one, and what in the current answer caused each>,
+  "thought": <what you keep from the current answer and what you change, point by point>,
   "new_response": <the full text of your improved answer>
 }}"""
 
@@ -217,7 +285,7 @@ def _text(limit: int) -> dict:
     return {"type": "string", "maxLength": limit}
 
 
-def selection_schema() -> dict:
+def selection_schema(bounds: tuple[int, int] = SELECTION_RANGE) -> dict:
     analysis_keys = ("main_topic", "user_intent", "ambiguities", "response_format", "challenges")
     return {
         "type": "object",
@@ -229,7 +297,7 @@ def selection_schema() -> dict:
                 "type": "object",
                 "properties": {
                     "reasoning": _text(300),
-                    "selected_aspects": {"type": "array", "minItems": 2, "maxItems": 5,
+                    "selected_aspects": {"type": "array", "minItems": bounds[0], "maxItems": bounds[1],
                                          "items": {"type": "string", "enum": list(ASPECTS)}},
                 },
                 "required": ["reasoning", "selected_aspects"],
