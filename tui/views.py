@@ -175,7 +175,7 @@ def picaco_response(snap: dict, node: dict, prompt: int | None = None):
     if not state["aligned"] and not state["noise"]:
         parts.append(Text("the pools are empty: step the noise pool and an E-step"))
     legend = safe("q_ω columns: " + ", ".join(f"{_short(n)} = {n}" for n in names) +
-                  "   (q_ω = judge score / 5)", style="dim")
+                  "   (q_ω = judge score / 5 × 100, in %)", style="dim")
     parts.append(legend)
     shown = [prompt] if prompt is not None else list(range(min(POOL_PROMPTS, len(state["prompts"]))))
     for i in shown:
@@ -192,7 +192,7 @@ def picaco_response(snap: dict, node: dict, prompt: int | None = None):
         for j, item in enumerate(state["aligned"].get(key, [])):
             pe = pes.get(key, [])
             table.add_row("aligned", safe(head(item["text"], 70)),
-                          *[safe(number(item['q'].get(n, 0), ".1f")) for n in names],
+                          *[safe(number(item['q'].get(n, 0), ".0f")) for n in names],
                           safe(number(item['q_phi'])), safe(number(pe[j]) if j < len(pe) else "—"))
         for item in state["noise"].get(key, []):
             table.add_row("noise", safe(head(item["text"], 70)), *["" for _ in names],
@@ -247,12 +247,16 @@ def picaco_reward(snap: dict, node: dict):
     if node["reward"] is None:
         out.append("not scored yet\n")
     elif method == "opro":
-        out.append(f"OPRO score = {number(node['reward'], '.1f')}  (mean q_ω × 100 over the prompts)\n",
+        out.append(f"OPRO score = {number(node['reward'], '.1f')}  (mean q_ω in %, over the prompts)\n",
                    style="bold")
     elif method == "picaco" and node["meta"].get("tc"):
-        out.append_text(safe(f"TC_e = {number(node['reward'], '.3f')}  (Eq. 4 with the current pools; "
-                             f"β = {state['beta']})\n", style="bold"))
-        out.append_text(safe("TC_e after each M-step: " + ", ".join(
+        pool_t = node.get("detail", {}).get("pe_iteration")
+        out.append_text(safe(f"TC_e = {number(node['reward'], '.3f')}  (Eq. 4 on the pools of "
+                             f"iteration {pool_t}; β = {state['beta']})\n", style="bold"))
+        if pool_t is not None and pool_t != state.get("iteration"):
+            out.append_text(safe(f"stale: the pools are now at iteration {state.get('iteration')}; "
+                                 f"re-scored if it enters an M-step\n", style="yellow"))
+        out.append_text(safe("TC_e by pool iteration: " + ", ".join(
             f"t{t} {number(v, '.3f')}" for t, v in sorted(node["meta"]["tc"].items(),
                                                         key=lambda kv: int(kv[0]))) + "\n"))
     else:
