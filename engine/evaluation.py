@@ -493,7 +493,8 @@ class Evaluation:
 
 def compact(result: dict) -> dict:
     """The verdict without per-item detail: what `run --json` prints for a session."""
-    prompts = [{k: p.get(k) for k in ("label", "node", "mean", "ci", "n", "per_metric", "tokens")}
+    prompts = [{k: p.get(k) for k in ("label", "node", "mean", "ci", "n", "per_metric", "tokens",
+                                      "errors")}
                for p in result["prompts"]]
     return {"judge": result["judge"], "n": result["n"], "samples": result["samples"],
             "prompts": prompts, "delta": result["delta"]}
@@ -608,6 +609,13 @@ class HeldOut:
 
     def describe_next(self) -> str:
         return "held-out evaluation, " + self.evaluation.describe_next()
+
+    def failed_samples(self) -> int:
+        return len(self.evaluation.failed_keys()) if self.started else 0
+
+    def reopen_failed(self) -> int:
+        """Forget the failed samples so the next evaluation steps send them again."""
+        return self.evaluation.reopen_failed() if self.started else 0
 
 
 def node_prompt(label: str, node: dict, *, examples: list | None = None, k: int = 0,

@@ -228,6 +228,11 @@ class Runner:
     def failed_nodes(self) -> list[str]:
         return self.tree.failed()
 
+    def failed_samples(self) -> int:
+        """Samples of the held-out evaluation that failed (their items are left out)."""
+        heldout = getattr(self.method, "heldout", None)
+        return heldout.failed_samples() if heldout is not None else 0
+
     def check_models(self) -> None:
         missing = missing_models(self.session["config"])
         if missing:
@@ -398,6 +403,7 @@ class Runner:
         Answers already paid for replay from the cache; calls that failed in transport are
         sent again; a structured answer that never parsed is asked again with new attempt
         indices. The plan grows by the calls the retry made. Returns the ids retried."""
+        heldout = self.failed_samples() if node_id is None else 0
         if node_id is not None:
             node = self._node(node_id)
             if node["status"] != "failed":
@@ -405,8 +411,8 @@ class Runner:
             ids = [node_id]
         else:
             ids = self.tree.failed()
-            if not ids:
-                raise ValueError("no failed node to retry")
+            if not ids and not heldout:
+                raise ValueError("no failed node or held-out sample to retry")
         roots = [i for i in ids if self.tree[i]["parent"] is None]
         ids = roots + [i for i in ids if i not in roots]  # a blocked search's root first
         self.check_models()
@@ -422,11 +428,13 @@ class Runner:
                     await self.method.retry(self.ctx, nid)
                 finally:
                     RETRY_ROUND.reset(token)
+            if heldout:  # the held-out evaluation's failed samples: sent by the next steps
+                self.method.retry_heldout()
             after = self.gateway.totals()["calls"]
             for role, n in after.items():
                 self.session["planned_calls"][role] = (self.session["planned_calls"].get(role, 0)
                                                        + n - before.get(role, 0))
-            if self.session["status"] == "failed" and not self.blocked:
+            if not self.blocked:
                 self.session["status"] = "done" if self.method.done else "paused"
             return ids
 
@@ -466,6 +474,7 @@ class Runner:
             "final": {"node": final["id"], "text": final["text"]} if final else None,
             "accepted": self.tree.accepted(),
             "failed_nodes": len(self.tree.failed()),
+            "failed_samples": self.failed_samples(),
             "failures": self.failure_reasons(),
             **({"evaluation": evaluation} if evaluation is not None else {}),
         }
@@ -474,6 +483,7 @@ class Runner:
         """Failed nodes grouped by reason (the reason's first 160 characters)."""
         groups: dict[str, list[str]] = {}
         for node_id in self.tree.failed():
-            reason = " ".join(str(self.tree[node_id]["error"] or "unknown").split())[:160]
+            reason = " ".join(str(self.tree[node_id]["error"] or "unknown").split())
+            reason = reason if len(reason) <= 160 else reason[:159] + "…"
             groups.setdefault(reason, []).append(node_id)
         return groups

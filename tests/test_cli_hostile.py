@@ -93,7 +93,7 @@ def test_ids_from_the_user_are_checked_before_any_file_is_touched(tmp_path):
                  ("sessions", "show", "../../../proj/poetry"),
                  ("export", "../../../proj/poetry")):
         proc = cli(*args, "--store", store)
-        one_line_error(proc, 3)
+        one_line_error(proc, 2)  # a malformed id is a usage error
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in victim.iterdir()}
     assert after == before
     assert not list(tmp_path.rglob("*.lock.lock")) and not (victim / "poetry.lock.lock").exists()

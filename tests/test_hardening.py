@@ -340,3 +340,27 @@ def test_picaco_family_replans_to_its_initial_plan_when_nothing_fails(tmp_path, 
         assert runner.session["planned_calls"] == planned
     assert runner.gateway.totals()["calls"] == planned
     store.close()
+
+
+def test_failed_held_out_samples_are_reported_and_retried(tmp_path, fake_key):
+    with FakeLLMServer(responder=drpo_responder) as server:
+        runner, store = make(tmp_path, server, gateway={"retries": 0},
+                             search={"beam_width": 1, "samples_per_state": 1, "depth": 1},
+                             eval={"limit": 3})
+        while runner.method.state["stage"] != "evaluate":
+            run(runner.step())
+        server.inject("500", count=2, model="fake-evaluator")  # the judge: two verdicts fail
+        run(runner.run())
+        summary = runner.summary()
+        assert summary["status"] == "done" and summary["failed_nodes"] == 0
+        assert summary["failed_samples"] == 2
+        assert sum(p["errors"] for p in summary["evaluation"]["prompts"]) == 2
+        assert sum(p["n"] for p in summary["evaluation"]["prompts"]) == 4  # items left out
+        run(runner.retry_failed())  # the held-out samples go back to the evaluation
+        assert not runner.done and runner.session["status"] == "paused"
+        run(runner.run())
+        summary = runner.summary()
+        assert summary["status"] == "done" and summary["failed_samples"] == 0
+        assert [p["n"] for p in summary["evaluation"]["prompts"]] == [3, 3]
+        assert summary["calls"] == summary["planned_calls"]
+        store.close()

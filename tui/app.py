@@ -1227,7 +1227,8 @@ class WorkbenchScreen(Screen):
         if node["status"] == "failed":
             target = node["id"]
         elif node["parent"] is None:
-            if not any(n["status"] == "failed" for n in self.snap["nodes"].values()):
+            if not any(n["status"] == "failed" for n in self.snap["nodes"].values()) \
+                    and not (self.runner and self.runner.failed_samples()):
                 toast(self, "no failed node to retry")
                 return
             target = None
@@ -1239,7 +1240,8 @@ class WorkbenchScreen(Screen):
         def done(retried) -> str:
             ids = list(retried or [])
             if not ids:
-                return "nothing was retried"
+                return ("the held-out evaluation's failed samples go again at the next steps "
+                        "(space or r)")
             shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
             return f"retried {len(ids)} failed node{'s' if len(ids) != 1 else ''}: {shown}"
         self._engine_job(lambda: self.runner.retry_failed(target), done)

@@ -32,6 +32,13 @@ EXIT_FAILED, EXIT_CONFIG, EXIT_STORE, EXIT_PARTIAL = 1, 2, 3, 4  # noqa: E501 (a
 _C1 = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 
+def store_code(exc: Exception) -> int:
+    """Exit status of a store error: a malformed id is a usage error (2), the rest 3."""
+    from sessions.store import InvalidSessionId
+
+    return EXIT_CONFIG if isinstance(exc, InvalidSessionId) else EXIT_STORE
+
+
 def clean(value: object) -> str:
     """Text for a terminal or a text file: control sequences removed, newlines kept."""
     return strip_escapes("" if value is None else str(value))
@@ -61,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search-based prompt optimization for LLM alignment, step by step.")
     parser.add_argument("--verbose", action="store_true",
                         help="show dependencies' progress bars and logs on stderr")
+    parser.add_argument("--store", dest="top_store", metavar="DIR",
+                        help="with no command: the session browser on this store")
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="create a session from CONFIG and run it, or resume one")
@@ -200,7 +209,7 @@ def _main(argv: list[str] | None = None) -> int:
         return cmd_tui(args.store, args.session)
     if args.command == "serve":
         return cmd_serve(args.host, args.port, args.store)
-    return cmd_tui(None, None)  # no command: the session browser
+    return cmd_tui(args.top_store, None)  # no command: the session browser
 
 
 def cmd_serve(host: str, port: int, store: str | None) -> int:
@@ -230,7 +239,7 @@ def cmd_tui(store: str | None, session: str | None) -> int:
             checked.path(session)
     except StoreError as exc:
         _err(str(exc))
-        return EXIT_STORE
+        return store_code(exc)
     from tui.app import PromptArborApp
 
     PromptArborApp(store, session).run()
@@ -276,7 +285,7 @@ def cmd_run(args) -> int:
             store.path(args.session)  # validates the id before any file is touched
     except StoreError as exc:
         _err(str(exc))
-        return EXIT_STORE
+        return store_code(exc)
     try:
         if args.config:
             cfg = load_config(args.config)
@@ -298,7 +307,7 @@ def cmd_run(args) -> int:
     except (StoreError, CacheUnavailable, SessionStateError) as exc:
         _err(str(exc))
         store.close()
-        return EXIT_STORE
+        return store_code(exc)
 
     from engine.config import local_default_note
 
@@ -333,7 +342,7 @@ def cmd_run(args) -> int:
             _err(f"the root {runner.blocked} could not be judged; fix the endpoint, then run "
                  f"promptarbor run --session {runner.session['id']} --retry-failed")
         return EXIT_FAILED
-    if summary["status"] == "done" and summary["failed_nodes"]:
+    if summary["status"] == "done" and (summary["failed_nodes"] or summary.get("failed_samples")):
         return EXIT_PARTIAL
     if runner.over_budget() and not runner.done:
         print(f"paused: this run's cost reached [budget] max_usd; run promptarbor run "
@@ -368,15 +377,20 @@ async def _run(runner, steps: int | None, retry_failed: bool = False) -> int:
     try:
         if retry_failed:
             failed = runner.failed_nodes()
-            if failed:
-                print(f"retrying {len(failed)} failed node(s): {', '.join(failed[:20])}"
-                      f"{' …' if len(failed) > 20 else ''}", file=sys.stderr)
+            samples = runner.failed_samples()
+            if failed or samples:
+                if failed:
+                    print(f"retrying {len(failed)} failed node(s): {', '.join(failed[:20])}"
+                          f"{' …' if len(failed) > 20 else ''}", file=sys.stderr)
+                if samples:
+                    print(f"retrying {samples} failed held-out sample(s)", file=sys.stderr)
                 await runner.retry_failed()
                 left = runner.failed_nodes()
-                print(f"retry: {len(failed) - len([i for i in left if i in failed])} of "
-                      f"{len(failed)} recovered", file=sys.stderr)
+                if failed:
+                    print(f"retry: {len(failed) - len([i for i in left if i in failed])} of "
+                          f"{len(failed)} nodes recovered", file=sys.stderr)
             else:
-                print("no failed node to retry", file=sys.stderr)
+                print("no failed node or held-out sample to retry", file=sys.stderr)
         await runner.run(steps=steps)
     except asyncio.CancelledError:
         print("stopped; the last finished step is saved", file=sys.stderr)
@@ -397,6 +411,7 @@ def _print_summary(summary: dict) -> None:
             return "—" if x is None else f"{x:.2f}"
         parts = [f"{p['label']} {num(p['mean'])}"
                  + (f" [{num(p['ci'][0])}, {num(p['ci'][1])}]" if p.get("ci") else "")
+                 + (f" ({p['errors']} failed samples left out)" if p.get("errors") else "")
                  for p in ev["prompts"]]
         print(f"held-out evaluation ({ev['judge']}, n {ev['n']}): " + " · ".join(parts))
         d = ev.get("delta")
@@ -413,7 +428,11 @@ def _print_summary(summary: dict) -> None:
               f"{summary['session']} --retry-failed)")
         for reason, nodes in summary.get("failures", {}).items():
             shown = ", ".join(nodes[:8]) + (" …" if len(nodes) > 8 else "")
-            print(f"  {len(nodes)} × {_line(reason)}  [{shown}]")
+            reason = _line(reason)
+            print(f"  {len(nodes)} × {reason if len(reason) < 160 else reason[:159] + '…'}  [{shown}]")
+    if summary.get("failed_samples"):
+        print(f"held-out samples that failed: {summary['failed_samples']} (left out of the means; "
+              f"retry with: promptarbor run --session {summary['session']} --retry-failed)")
     if summary["best"]:
         print(f"best: {summary['best']['node']} reward {summary['best']['reward']:.2f}")
     if summary["final"]:
@@ -431,7 +450,7 @@ def cmd_sessions(args) -> int:
         rows = store.list() if args.action == "list" else None
     except StoreError as exc:
         _err(str(exc))
-        return EXIT_STORE
+        return store_code(exc)
     if args.action == "list":
         if args.json:
             print(to_json(rows))
@@ -455,7 +474,7 @@ def cmd_sessions(args) -> int:
         info = summarize(session)
     except StoreError as exc:
         _err(str(exc))
-        return EXIT_STORE
+        return store_code(exc)
     state = session.get("method_state", {})
     info["final"] = state.get("final")
     info["failed_nodes"] = sum(1 for n in session["tree"]["nodes"].values()
@@ -506,7 +525,7 @@ def cmd_export(args) -> int:
         return EXIT_CONFIG
     except StoreError as exc:
         _err(str(exc))
-        return EXIT_STORE
+        return store_code(exc)
     except KeyError as exc:
         _err(str(exc.args[0]))
         return EXIT_CONFIG

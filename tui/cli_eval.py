@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from tui.cli import (EXIT_CONFIG, EXIT_PARTIAL, EXIT_STORE, _err, _export_target, _line, clean,
-                     pause_on_sigint, to_json)
+                     pause_on_sigint, store_code, to_json)
 
 
 def _label(spec: str, taken: set[str]) -> str:
@@ -183,13 +183,14 @@ def cmd_eval(args) -> int:
         return EXIT_CONFIG
     except (StoreError, CacheUnavailable) as exc:
         _err(str(exc))
-        return EXIT_STORE
+        return store_code(exc)
     print(_estimate_line(runner), file=sys.stderr)  # before the first call
+    sent_before = sum(u.requests for u in runner.gateway.usage.values())
     try:
         reason = asyncio.run(_drive(runner, args.max_cost))
     except (StoreError, CacheUnavailable) as exc:
         _err(f"{exc} (the last finished batch is saved)")
-        return EXIT_STORE
+        return store_code(exc)
     finally:
         runner.gateway.close()
         evals.close()
@@ -197,6 +198,9 @@ def cmd_eval(args) -> int:
     if reason == "budget":
         print(f"paused: the cost reached ${runner.cost():.4f} (--max-cost {args.max_cost}); "
               f"run the same command again to go on", file=sys.stderr)
+    sent = sum(u.requests for u in runner.gateway.usage.values()) - sent_before
+    print(f"requests sent by this command: {sent} (every other answer came from the cache "
+          f"or an earlier run)", file=sys.stderr)
     verdict = runner.verdict()
     failed = sum(p["errors"] for p in verdict["prompts"])
     if args.json:
@@ -271,7 +275,7 @@ def cmd_evals(args) -> int:
         runner = EvalRunner(evals.load(args.id))
     except StoreError as exc:
         _err(str(exc))
-        return EXIT_STORE
+        return store_code(exc)
     verdict = runner.verdict()
     runner.gateway.close()
     if args.json:
@@ -296,17 +300,21 @@ def cmd_report(args) -> int:
             runner = EvalRunner(evals.load(args.id))
             verdict = runner.verdict()
             runner.gateway.close()
-        else:
+        elif store.exists(args.id):
             from engine.evaluation import session_verdict
 
             verdict = session_verdict(store.load(args.id, move_aside=False))
+        else:
+            raise ValueError(f"no evaluation or session {args.id!r} in {store.root}")
         text = render(verdict, args.format)
+        if not text.endswith("\n"):
+            text += "\n"
     except ValueError as exc:
         _err(str(exc))
         return EXIT_CONFIG
     except StoreError as exc:
         _err(str(exc))
-        return EXIT_STORE
+        return store_code(exc)
     if target is not None:
         try:
             Path(target).write_text(text, encoding="utf-8")

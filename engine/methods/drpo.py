@@ -230,6 +230,16 @@ class DRPO:
         HeldOut.setup(s, self.cfg, inputs.get("eval_items") if "prompt" in s["phases"] else None,
                       inputs.get("eval_source", ""))
 
+    def retry_heldout(self) -> int:
+        """Failed samples of a finished held-out evaluation are sent again by the next steps."""
+        if not self.heldout.failed_samples():
+            return 0
+        n = self.heldout.reopen_failed()
+        s = self.state
+        s["done"] = False
+        s["stage"] = "evaluate"
+        return n
+
     @property
     def heldout(self) -> HeldOut:
         if getattr(self, "_heldout", None) is None or self._heldout.s is not self.state:
