@@ -705,6 +705,10 @@ class SessionStore:
         except OSError as exc:
             return CorruptSession(f"{what}; it could not be moved aside ({_os_reason(exc)}), "
                                   f"so the file was left in place: {path}", path=path)
+        if session_id in self._locks:  # the session is gone: so is its lock file
+            with suppress(StoreError, OSError):
+                self.unlock(session_id)
+                self.lock_path(session_id).unlink(missing_ok=True)
         return CorruptSession(f"{what}; the file was kept aside as {aside} and nothing was "
                               f"overwritten", path=path, aside=aside)
 

@@ -162,6 +162,7 @@ def test_broken_session_files_are_listed_and_kept(tmp_path, fake_server):
         assert (sessions / f"{bad}.json").exists()  # read-only commands move nothing
     line = one_line_error(cli("run", "--session", "noise", "--store", store), 3)
     assert "aside" in line and not (sessions / "noise.json").exists()
+    assert not (sessions / "noise.lock").exists()  # no lock left for a session that is gone
     assert [p for p in sessions.iterdir() if p.name.startswith("noise.json.corrupt")]
 
 
