@@ -618,6 +618,32 @@ class HeldOut:
         return self.evaluation.reopen_failed() if self.started else 0
 
 
+class WithHeldOut:
+    """What a method (with `state` and `cfg`) needs for its end-of-run held-out evaluation;
+    it names the stage that runs it in `_reopen_evaluation`."""
+
+    state: dict
+    cfg: dict
+
+    @property
+    def heldout(self) -> HeldOut:
+        if getattr(self, "_heldout", None) is None or self._heldout.s is not self.state:
+            self._heldout = HeldOut(self.state, self.cfg)
+        return self._heldout
+
+    def _reopen_evaluation(self) -> None:
+        raise NotImplementedError
+
+    def retry_heldout(self) -> int:
+        """Failed samples of a finished held-out evaluation are sent again by the next steps."""
+        if not self.heldout.failed_samples():
+            return 0
+        n = self.heldout.reopen_failed()
+        self.state["done"] = False
+        self._reopen_evaluation()
+        return n
+
+
 def node_prompt(label: str, node: dict, *, examples: list | None = None, k: int = 0,
                 template: str = "chat", **extra) -> dict:
     """A prompt spec for one node of a session."""

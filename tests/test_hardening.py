@@ -342,25 +342,30 @@ def test_picaco_family_replans_to_its_initial_plan_when_nothing_fails(tmp_path, 
     store.close()
 
 
-def test_failed_held_out_samples_are_reported_and_retried(tmp_path, fake_key):
-    with FakeLLMServer(responder=drpo_responder) as server:
-        runner, store = make(tmp_path, server, gateway={"retries": 0},
-                             search={"beam_width": 1, "samples_per_state": 1, "depth": 1},
-                             eval={"limit": 3})
-        while runner.method.state["stage"] != "evaluate":
+@pytest.mark.parametrize("method,responder", [("drpo", drpo_responder), ("vapo", vapo_responder),
+                                             ("opro", picaco_responder)])
+def test_failed_held_out_samples_are_reported_and_retried(tmp_path, fake_key, method, responder):
+    with FakeLLMServer(responder=responder) as server:
+        kw = {"search": {"beam_width": 1, "samples_per_state": 1, "depth": 1}} if method == "drpo" \
+            else ({"search": {"iterations": 1, "expand_width": 1, "depth_limit": 1,
+                              "batch_size": 3}} if method == "vapo" else
+                  {"search": {"iterations": 1, "prompts": 2, "new_instructions": 1}})
+        runner, store = make(tmp_path, server, method=method, gateway={"retries": 0},
+                             eval={"limit": 3, "samples": 1}, **kw)
+        while "held-out" not in runner.method.describe_next() and \
+                "evaluat" not in runner.method.describe_next():
             run(runner.step())
-        server.inject("500", count=2, model="fake-evaluator")  # the judge: two verdicts fail
+        server.inject("500", count=2, model="fake-base")  # two held-out answers fail
         run(runner.run())
         summary = runner.summary()
-        assert summary["status"] == "done" and summary["failed_nodes"] == 0
-        assert summary["failed_samples"] == 2
+        assert summary["status"] == "done" and summary["failed_samples"] == 2
         assert sum(p["errors"] for p in summary["evaluation"]["prompts"]) == 2
-        assert sum(p["n"] for p in summary["evaluation"]["prompts"]) == 4  # items left out
         run(runner.retry_failed())  # the held-out samples go back to the evaluation
         assert not runner.done and runner.session["status"] == "paused"
         run(runner.run())
         summary = runner.summary()
         assert summary["status"] == "done" and summary["failed_samples"] == 0
-        assert [p["n"] for p in summary["evaluation"]["prompts"]] == [3, 3]
+        n = len(runner.method.state["heldout"]["items"])
+        assert [p["n"] for p in summary["evaluation"]["prompts"]] == [n, n]
         assert summary["calls"] == summary["planned_calls"]
         store.close()

@@ -77,7 +77,7 @@ import asyncio
 import random
 from typing import Any
 
-from ..evaluation import HeldOut, node_prompt
+from ..evaluation import HeldOut, WithHeldOut, node_prompt
 from ..gateway import RETRY_ROUND, CallFailed
 from ..parsing import ParseError, parse_json_fields, parse_reward_selection, parse_scores
 from ..prompts import drpo as P
@@ -172,7 +172,7 @@ def _add(total: dict, calls: dict) -> None:
 
 # ----------------------------------------------------------------------------- the method
 
-class DRPO:
+class DRPO(WithHeldOut):
     """DRPO and its ablations as a step machine. `state` is plain JSON, saved each step."""
 
     def __init__(self, cfg: dict, state: dict | None = None):
@@ -230,21 +230,8 @@ class DRPO:
         HeldOut.setup(s, self.cfg, inputs.get("eval_items") if "prompt" in s["phases"] else None,
                       inputs.get("eval_source", ""))
 
-    def retry_heldout(self) -> int:
-        """Failed samples of a finished held-out evaluation are sent again by the next steps."""
-        if not self.heldout.failed_samples():
-            return 0
-        n = self.heldout.reopen_failed()
-        s = self.state
-        s["done"] = False
-        s["stage"] = "evaluate"
-        return n
-
-    @property
-    def heldout(self) -> HeldOut:
-        if getattr(self, "_heldout", None) is None or self._heldout.s is not self.state:
-            self._heldout = HeldOut(self.state, self.cfg)
-        return self._heldout
+    def _reopen_evaluation(self) -> None:
+        self.state["stage"] = "evaluate"
 
     def _with_judge(self, calls: dict[str, int]) -> dict[str, int]:
         """The judge's calls (held-out evaluation) join the plan when the session has a judge."""

@@ -52,7 +52,7 @@ import math
 import random
 from typing import Any
 
-from ..evaluation import HeldOut, node_prompt
+from ..evaluation import HeldOut, WithHeldOut, node_prompt
 from ..gateway import CallFailed, gather_or_cancel
 from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_scores
 from ..prompts import picaco as P
@@ -124,7 +124,7 @@ def stratified(ranked: list[str], rng: random.Random) -> list[str]:
 
 # ----------------------------------------------------------------------------- the method
 
-class PICACO:
+class PICACO(WithHeldOut):
     """PICACO and its baselines (q, q-if, q-if-cot, urial, opro) as a step machine."""
 
     def __init__(self, cfg: dict, state: dict | None = None):
@@ -162,21 +162,8 @@ class PICACO:
         # the held-out evaluation: seed vs final on held-out prompts, k samples, by the judge
         HeldOut.setup(s, self.cfg, inputs.get("eval_items"), inputs.get("eval_source", ""))
 
-    def retry_heldout(self) -> int:
-        """Failed samples of a finished held-out evaluation are sent again by the next steps."""
-        if not self.heldout.failed_samples():
-            return 0
-        n = self.heldout.reopen_failed()
-        s = self.state
-        s["done"] = False
-        s["stage_index"] = s["stages"].index("evaluate")
-        return n
-
-    @property
-    def heldout(self) -> HeldOut:
-        if getattr(self, "_heldout", None) is None or self._heldout.s is not self.state:
-            self._heldout = HeldOut(self.state, self.cfg)
-        return self._heldout
+    def _reopen_evaluation(self) -> None:
+        self.state["stage_index"] = self.state["stages"].index("evaluate")
 
     def _answer_calls(self) -> tuple[int, int]:
         """Calls per held-out answer of (root, final): two for the think-first baseline."""

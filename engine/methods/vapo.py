@@ -54,7 +54,7 @@ import math
 import random
 from typing import Any
 
-from ..evaluation import HeldOut, node_prompt
+from ..evaluation import HeldOut, WithHeldOut, node_prompt
 from ..gateway import CallFailed, gather_or_cancel
 from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_score, extract_json
 from ..prompts import vapo as P
@@ -132,7 +132,7 @@ def best_path_and_node(tree, paths: list[list[str]]) -> tuple[list[str] | None, 
 
 # ----------------------------------------------------------------------------- the method
 
-class VAPO:
+class VAPO(WithHeldOut):
     """VAPO-ValueCoT (meta_prompts = "valuecot") and PromptAgent ("basis") as a step machine."""
 
     def __init__(self, cfg: dict, state: dict | None = None):
@@ -170,21 +170,8 @@ class VAPO:
                 for i in split["test"]]
         HeldOut.setup(self.state, self.cfg, test, "test split")
 
-    def retry_heldout(self) -> int:
-        """Failed samples of a finished held-out evaluation are sent again by the next steps."""
-        if not self.heldout.failed_samples():
-            return 0
-        n = self.heldout.reopen_failed()
-        s = self.state
-        s["done"] = False
-        s["stage"] = "evaluate"
-        return n
-
-    @property
-    def heldout(self) -> HeldOut:
-        if getattr(self, "_heldout", None) is None or self._heldout.s is not self.state:
-            self._heldout = HeldOut(self.state, self.cfg)
-        return self._heldout
+    def _reopen_evaluation(self) -> None:
+        self.state["stage"] = "evaluate"
 
     plan_is_bound = True  # the runner re-plans after every step (see plan_remaining)
     _root_has_children = True
