@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 from .config import family, missing_models
 from .gateway import RETRY_ROUND, Gateway
 from .methods.drpo import DRPO
-from .tree import Tree
+from .tree import Tree, note_call
 
 SCHEMA_VERSION = 1
 
@@ -89,6 +89,15 @@ class Context:
 
     def emit(self, kind: str, node: str | None = None, **payload) -> None:
         self._runner.emit(kind, node, actor="engine", **payload)
+
+    def fail(self, node: dict, problem: Exception | str) -> None:
+        """A node's work failed: book the failed call (if any) on it, mark it failed with the
+        reason, and say so."""
+        record = getattr(problem, "record", None)
+        if record:
+            note_call(node, record)
+        self.tree.fail(node["id"], str(problem))
+        self.emit("node_failed", node["id"], error=str(problem))
 
 
 class Runner:

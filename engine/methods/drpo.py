@@ -771,10 +771,7 @@ class DRPO(WithHeldOut):
         except CallFailed as exc:
             if not aspects_task.done():
                 await asyncio.gather(aspects_task, return_exceptions=True)
-            if exc.record:
-                note_call(node, exc.record)
-            ctx.tree.fail(node["id"], str(exc))
-            ctx.emit("node_failed", node["id"], error=str(exc))
+            ctx.fail(node, exc)
             return
         score_dict = {a: {"score": v.score, "rationale": v.rationale} for a, v in scores.items()}
         node["reward"] = round(reward_of(score_dict), 4)
@@ -828,10 +825,6 @@ class DRPO(WithHeldOut):
                                          "thought": answer.get("thought", "")}
         ctx.emit("node_added", child["id"], parent=parent["id"])
 
-    def _fail(self, ctx, node: dict, reason: str) -> None:
-        ctx.tree.fail(node["id"], reason)
-        ctx.emit("node_failed", node["id"], error=reason)
-
     async def _rewrite(self, ctx, parent: dict, child: dict, messages: list[dict],
                        sample: int) -> None:
         _, key = self._fields()
@@ -841,9 +834,7 @@ class DRPO(WithHeldOut):
                 purpose="rewrite", node=child["id"], sample=sample,
                 schema=P.transition_schema(key))
         except CallFailed as exc:
-            if exc.record:
-                note_call(child, exc.record)
-            self._fail(ctx, child, str(exc))
+            ctx.fail(child, exc)
             return
         note_call(child, record)
         self._accept(ctx, parent, child, answer)
@@ -864,7 +855,7 @@ class DRPO(WithHeldOut):
             slots.append(child)
         if result.error:
             for child in slots:
-                self._fail(ctx, child, f"rewrite: {result.error}")
+                ctx.fail(child, f"rewrite: {result.error}")
             return
         texts = result.texts
         if len(texts) < count:
@@ -904,7 +895,7 @@ class DRPO(WithHeldOut):
                                         response_format=response_format, count=False)
             note_call(child, result.record)
             if result.error:
-                self._fail(ctx, child, f"rewrite: {result.error}")
+                ctx.fail(child, f"rewrite: {result.error}")
                 return
             try:
                 self._accept(ctx, parent, child, parse(result.text))
@@ -913,7 +904,7 @@ class DRPO(WithHeldOut):
                 reasons.append(str(exc))
                 result.record["error"] = f"unparseable answer: {exc}"
         gateway.usage["optimizer"].errors += 1
-        self._fail(ctx, child, f"rewrite: answer did not parse after {len(reasons)} tries "
+        ctx.fail(child, f"rewrite: answer did not parse after {len(reasons)} tries "
                                f"({'; '.join(dict.fromkeys(reasons))})")
 
     def _fields(self) -> tuple[tuple[str, ...], str]:

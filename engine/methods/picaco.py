@@ -487,19 +487,23 @@ class PICACO(WithHeldOut):
                             technique, self.search["word_limit"], guidance)
         child["detail"]["written_from"] = {"ladder": ladder_ids, "technique": technique,
                                            "demonstrations": [d["query"] for d in demos]}
+        if not await self._ask_instruction(ctx, child, messages, sample):
+            return False
+        ctx.emit("node_added", child["id"], parent=parent["id"])
+        return True
+
+    async def _ask_instruction(self, ctx, child: dict, messages: list[dict], sample: int) -> bool:
+        """The optimizer writes one instruction between <INS> tags into `child` (False: the
+        node failed, with the reason)."""
         try:
             text, record = await ctx.gateway.ask(
                 "optimizer", messages, self._parse_instruction, purpose="instruction",
                 node=child["id"], sample=sample, schema=P.INS_SCHEMA)
         except CallFailed as exc:
-            if exc.record:
-                note_call(child, exc.record)
-            ctx.tree.fail(child["id"], str(exc))
-            ctx.emit("node_failed", child["id"], error=str(exc))
+            ctx.fail(child, exc)
             return False
         note_call(child, record)
         child["text"] = text
-        ctx.emit("node_added", child["id"], parent=parent["id"])
         return True
 
     async def _score(self, ctx, node: dict, existing: bool = False) -> None:
@@ -537,8 +541,7 @@ class PICACO(WithHeldOut):
                 ctx.emit("warning", node["id"], message=f"re-scoring failed, the last TC_e is "
                                                         f"kept and it sits out this M-step: {exc}")
                 return
-            ctx.tree.fail(node["id"], str(exc))
-            ctx.emit("node_failed", node["id"], error=str(exc))
+            ctx.fail(node, exc)
             return
         for i, values, scores, b in results:
             pes[str(i)] = values
@@ -602,8 +605,7 @@ class PICACO(WithHeldOut):
         try:
             scores = await gather_or_cancel(one(i, x) for i, x in enumerate(s["prompts"]))
         except CallFailed as exc:
-            ctx.tree.fail(node["id"], str(exc))
-            ctx.emit("node_failed", node["id"], error=str(exc))
+            ctx.fail(node, exc)
             return
         node["reward"] = round(sum(scores) / len(scores), 2)  # mean q_omega, already in percent
         node["detail"]["query"] = f"{len(s['prompts'])} prompts"
@@ -638,19 +640,8 @@ class PICACO(WithHeldOut):
         t, j = divmod(sample, 100)
         messages = P.opro(self.state["values"], self._demo_draw(f"opro:{t}:{j}"), scored,
                           self.search["word_limit"])
-        try:
-            text, record = await ctx.gateway.ask(
-                "optimizer", messages, self._parse_instruction, purpose="instruction",
-                node=child["id"], sample=sample, schema=P.INS_SCHEMA)
-        except CallFailed as exc:
-            if exc.record:
-                note_call(child, exc.record)
-            ctx.tree.fail(child["id"], str(exc))
-            ctx.emit("node_failed", child["id"], error=str(exc))
-            return
-        note_call(child, record)
-        child["text"] = text
-        await self._opro_score(ctx, child)
+        if await self._ask_instruction(ctx, child, messages, sample):
+            await self._opro_score(ctx, child)
 
     # ------------------------------------------------------------------ retrying failed nodes
 

@@ -481,8 +481,7 @@ class VAPO(WithHeldOut):
         try:
             results = await self._answers(ctx, node, self.state["split"]["validation"])
         except CallFailed as exc:
-            ctx.tree.fail(node["id"], str(exc))
-            ctx.emit("node_failed", node["id"], error=str(exc))
+            ctx.fail(node, exc)
             return
         node["reward"] = round(sum(r["value"] for r in results) / len(results), 4)
         node["detail"]["validation"] = results
@@ -558,8 +557,7 @@ class VAPO(WithHeldOut):
             if draw["outcome"] == "failed":
                 if draw["record"]:
                     note_call(child, draw["record"])
-                ctx.tree.fail(child["id"], draw["error"])
-                ctx.emit("node_failed", child["id"], error=draw["error"])
+                ctx.fail(child, draw["error"])
                 continue
             children.append((child, draw["answers"]))
         await asyncio.gather(*(self._child_from_answers(ctx, node, child, answers,
@@ -601,8 +599,7 @@ class VAPO(WithHeldOut):
         if draw["outcome"] == "failed":
             if draw["record"]:
                 note_call(child, draw["record"])
-            ctx.tree.fail(child["id"], draw["error"])
-            ctx.emit("node_failed", child["id"], error=draw["error"])
+            ctx.fail(child, draw["error"])
             return
         await self._child_from_answers(ctx, parent, child, draw["answers"], sample)
 
@@ -630,10 +627,7 @@ class VAPO(WithHeldOut):
             child["critique"] = None
             await self._rewrite(ctx, parent, child, shown, action["feedback"], sample)
         except CallFailed as exc:
-            if exc.record:
-                note_call(child, exc.record)
-            ctx.tree.fail(child["id"], str(exc))
-            ctx.emit("node_failed", child["id"], error=str(exc))
+            ctx.fail(child, exc)
             return
         await self._validate(ctx, child)
 
@@ -710,10 +704,7 @@ class VAPO(WithHeldOut):
             await self._rewrite(ctx, node, child, shown, node["critique"],
                                 child["meta"].get("sample", 10_000))
         except CallFailed as exc:
-            if exc.record:
-                note_call(child, exc.record)
-            ctx.tree.fail(child["id"], str(exc))
-            ctx.emit("node_failed", child["id"], error=str(exc))
+            ctx.fail(child, exc)
             return
         await self._validate(ctx, child)
 
