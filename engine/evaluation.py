@@ -562,6 +562,7 @@ class HeldOut:
 
     def start(self, prompts: list[dict], values: list[dict] | None = None,
               kind: str | None = None) -> None:
+        prompt_tokens(prompts, self.cfg["models"]["base"]["model"])  # each prompt's length
         self.s["heldout"]["spec"] = self._spec(prompts, values, kind)
         self.s["heldout"]["state"] = None
         self._evaluation = None
