@@ -25,10 +25,10 @@ os.environ["PA_FAKE_KEY"] = "sk-bench"
 from conftest import drpo_responder, write_config  # noqa: E402
 from fake_llm import FakeLLMServer  # noqa: E402
 
-from engine.config import load_config  # noqa: E402
-from engine.datasets import load_icl_examples, load_seed_queries  # noqa: E402
-from engine.runner import Runner  # noqa: E402
-from sessions.store import SessionStore  # noqa: E402
+from promptarbor.engine.config import load_config  # noqa: E402
+from promptarbor.engine.datasets import load_icl_examples, load_seed_queries  # noqa: E402
+from promptarbor.engine.runner import Runner  # noqa: E402
+from promptarbor.sessions.store import SessionStore  # noqa: E402
 
 LATENCY = 0.2
 

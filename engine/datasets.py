@@ -273,7 +273,7 @@ def text_field(record: dict, names, where: str, what: str) -> str:
 
 
 def _builtin(name: str) -> Path:
-    return Path(str(resources.files("engine.data").joinpath(name)))
+    return Path(str(resources.files("promptarbor.engine.data").joinpath(name)))
 
 
 # ----------------------------------------------------------------------------- loaders

@@ -139,7 +139,7 @@ def _field_name(value, what: str) -> str | None:
 
 
 def _builtin_path(filename: str) -> Path:
-    return Path(str(resources.files("engine.data").joinpath(filename)))
+    return Path(str(resources.files("promptarbor.engine.data").joinpath(filename)))
 
 
 def _sample(items: list[dict], src: str, limit: int | None, seed: int, qkey: str,

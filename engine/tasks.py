@@ -58,7 +58,7 @@ CVALUES_LABELS = {"回复1": "A", "回复2": "B"}
 
 
 def builtin_tasks_path() -> Path:
-    return Path(str(resources.files("engine.data").joinpath("moral_mc.jsonl")))
+    return Path(str(resources.files("promptarbor.engine.data").joinpath("moral_mc.jsonl")))
 
 
 # ----------------------------------------------------------------------------- language

@@ -28,7 +28,7 @@ HH_COMPOSITIONS = ("helpfulness", "harmlessness", "hh-balance")
 
 @lru_cache(maxsize=1)
 def builtin() -> dict:
-    path = Path(str(resources.files("engine.data").joinpath("values.json")))
+    path = Path(str(resources.files("promptarbor.engine.data").joinpath("values.json")))
     return json.loads(path.read_text(encoding="utf-8"))
 
 

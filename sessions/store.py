@@ -134,7 +134,7 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _kind(value) -> str:
-    from engine.datasets import describe  # what kind of JSON value, for a message
+    from promptarbor.engine.datasets import describe  # what kind of JSON value, for a message
 
     return describe(value)
 

@@ -13,7 +13,7 @@ from conftest import FAKE_KEY, ROOT, write_config
 
 def cli(*args, env_extra=None, timeout=180, check=False):
     env = {**os.environ, "PA_FAKE_KEY": FAKE_KEY, **(env_extra or {})}
-    proc = subprocess.run([sys.executable, "-m", "tui.cli", *map(str, args)], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "promptarbor.tui.cli", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -77,7 +77,7 @@ def test_killed_mid_step_resumes_without_repeating_answered_calls(tmp_path, fake
     env = {**os.environ, "PA_FAKE_KEY": FAKE_KEY}
     # 1 selection + root answer + root score + 1 selection + 2 rewrites + 1 of the level's answers
     fake_server.hang_after(7)
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(cfg), "--store",
+    proc = subprocess.Popen([sys.executable, "-m", "promptarbor.tui.cli", "run", str(cfg), "--store",
                              str(tmp_path / "s"), "--json"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -106,7 +106,7 @@ def test_killed_mid_step_resumes_without_repeating_answered_calls(tmp_path, fake
 
 
 def test_second_writer_is_refused(tmp_path, fake_server):
-    from sessions.store import SessionStore
+    from promptarbor.sessions.store import SessionStore
 
     cfg = write_config(tmp_path / "c.toml", fake_server.base_url, search=SEARCH)
     out = json.loads(cli("run", cfg, "--store", tmp_path / "s", "--steps", 1, "--json",

@@ -15,7 +15,7 @@ ESC_BYTES = (b"\x1b", b"\xc2\x9b", b"\x07")  # ESC, 8-bit CSI (UTF-8), BEL
 
 def cli(*args, env_extra=None, timeout=240):
     env = {**os.environ, "PA_FAKE_KEY": FAKE_KEY, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "tui.cli", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "promptarbor.tui.cli", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, timeout=timeout)
 
 
@@ -173,7 +173,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path, fake_server):
     assert cli("run", cfg, "--store", store).returncode == 0
     env = {**os.environ, "PA_FAKE_KEY": FAKE_KEY}
     for args in (("sessions", "list"), ("sessions", "list", "--json")):
-        proc = subprocess.Popen([sys.executable, "-m", "tui.cli", *args, "--store", str(store)],
+        proc = subprocess.Popen([sys.executable, "-m", "promptarbor.tui.cli", *args, "--store", str(store)],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         proc.stdout.close()  # the reader went away before the first line
         err = proc.stderr.read()

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import config as C
-from engine.config import (
+from promptarbor.engine import config as C
+from promptarbor.engine.config import (
     DRPO_METHODS, FAMILIES, MAX_PLANNED_CALLS, METHODS, PICACO_METHODS, ROLES, VAPO_METHODS,
     ConfigError, bounds, check_plan, family, validate_config,
 )
-from engine.datasets import load_inputs
-from engine.runner import plan_calls
+from promptarbor.engine.datasets import load_inputs
+from promptarbor.engine.runner import plan_calls
 
 CPU_LIMIT = 1.0  # seconds of process time for validate_config + plan_calls
 REPRESENTATIVE = {"drpo": "drpo", "vapo": "vapo", "picaco": "picaco"}

@@ -4,10 +4,10 @@ import asyncio
 import pytest
 
 from conftest import FAKE_KEY, write_config
-from engine.config import load_config
-from engine.datasets import load_icl_examples, load_seed_queries
-from engine.runner import Runner
-from sessions.store import SessionStore
+from promptarbor.engine.config import load_config
+from promptarbor.engine.datasets import load_icl_examples, load_seed_queries
+from promptarbor.engine.runner import Runner
+from promptarbor.sessions.store import SessionStore
 
 
 DEFAULT = object()

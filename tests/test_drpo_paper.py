@@ -11,14 +11,14 @@ import re
 import pytest
 
 from conftest import SHARED, _between, drpo_responder, write_config
-from engine.config import load_config
-from engine.datasets import load_inputs, load_seed_queries
-from engine.methods.drpo import DRPO, keeps_unchanged, search_calls
-from engine.prompts import drpo as P
-from engine.runner import Runner, plan_calls
-from engine.tree import Tree
+from promptarbor.engine.config import load_config
+from promptarbor.engine.datasets import load_inputs, load_seed_queries
+from promptarbor.engine.methods.drpo import DRPO, keeps_unchanged, search_calls
+from promptarbor.engine.prompts import drpo as P
+from promptarbor.engine.runner import Runner, plan_calls
+from promptarbor.engine.tree import Tree
 from fake_llm import GARBAGE_CONTENT, FakeLLMServer
-from sessions.store import SessionStore
+from promptarbor.sessions.store import SessionStore
 
 SEED_FILE = SHARED / "data" / "drpo" / "seed_samples_combined.jsonl"
 

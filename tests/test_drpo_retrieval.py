@@ -9,12 +9,12 @@ import json
 import pytest
 
 from conftest import SHARED, write_config
-from engine.config import load_config
-from engine.datasets import load_icl_examples, load_seed_queries
-from engine.embeddings import cosine, embed, top_k
-from engine.prompts.drpo import chat_messages, plain_messages
-from engine.runner import Runner
-from sessions.store import SessionStore
+from promptarbor.engine.config import load_config
+from promptarbor.engine.datasets import load_icl_examples, load_seed_queries
+from promptarbor.engine.embeddings import cosine, embed, top_k
+from promptarbor.engine.prompts.drpo import chat_messages, plain_messages
+from promptarbor.engine.runner import Runner
+from promptarbor.sessions.store import SessionStore
 
 DRPO_DATA = SHARED / "data" / "drpo"
 

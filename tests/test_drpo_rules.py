@@ -1,8 +1,8 @@
 """DRPO's formulas and selection rules, as the paper states them (seeds/DRPO.txt)."""
 import pytest
 
-from engine.methods.drpo import beam_sizes, rank_key, reward_of, search_calls, top_w
-from engine.tree import Tree
+from promptarbor.engine.methods.drpo import beam_sizes, rank_key, reward_of, search_calls, top_w
+from promptarbor.engine.tree import Tree
 
 
 def test_reward_is_mean_of_selected_aspects():
@@ -128,8 +128,8 @@ def test_initial_plan_bounds_every_way_of_keeping_states(tmp_path, W, M, D):
     smaller bound holds); with every state rewritten it is exact (search_calls + one
     selection per query)."""
     from conftest import write_config
-    from engine.config import load_config
-    from engine.runner import plan_calls
+    from promptarbor.engine.config import load_config
+    from promptarbor.engine.runner import plan_calls
 
     cfg = load_config(write_config(tmp_path / "c.toml", "http://127.0.0.1:9/v1",
                                    search={"beam_width": W, "samples_per_state": M, "depth": D},

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from engine.config import ConfigError
-from engine.evalsets import load_eval_set
-from engine.tasks import load_tasks
+from promptarbor.engine.config import ConfigError
+from promptarbor.engine.evalsets import load_eval_set
+from promptarbor.engine.tasks import load_tasks
 
 DATA = ROOT / "engine" / "data"
 

@@ -13,9 +13,9 @@ from html.parser import HTMLParser
 import pytest
 
 from conftest import FAKE_KEY, ROOT, drpo_responder, picaco_responder, write_config
-from engine.config import validate_config
-from engine.evaluation import EvalRunner, Evaluation, spec_id, text_prompt
-from engine.evalsets import load_eval_set
+from promptarbor.engine.config import validate_config
+from promptarbor.engine.evaluation import EvalRunner, Evaluation, spec_id, text_prompt
+from promptarbor.engine.evalsets import load_eval_set
 from fake_llm import FakeLLMServer
 
 
@@ -172,10 +172,10 @@ def test_max_cost_pauses_after_the_batch_that_reaches_it(tmp_path, fake_server, 
 
 
 def test_run_budget_pauses_a_session(tmp_path, fake_server, fake_key):
-    from engine.config import load_config
-    from engine.datasets import load_inputs
-    from engine.runner import Runner
-    from sessions.store import SessionStore
+    from promptarbor.engine.config import load_config
+    from promptarbor.engine.datasets import load_inputs
+    from promptarbor.engine.runner import Runner
+    from promptarbor.sessions.store import SessionStore
 
     path = write_config(tmp_path / "c.toml", fake_server.base_url,
                         search={"beam_width": 2, "samples_per_state": 2, "depth": 2})
@@ -221,7 +221,7 @@ def test_plan_remaining_counts_only_what_is_left(tmp_path, fake_server, fake_key
 
 def cli(*args, timeout=240):
     env = {**os.environ, "PA_FAKE_KEY": FAKE_KEY}
-    return subprocess.run([sys.executable, "-m", "tui.cli", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "promptarbor.tui.cli", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -311,7 +311,7 @@ def test_kill_during_an_evaluation_then_resume_pays_no_call_twice(tmp_path):
                 "--models", models_file(tmp_path, server), "--store", tmp_path / "s"]
         server.hang_after(25)  # 25 answers, then every request waits
         env = {**os.environ, "PA_FAKE_KEY": FAKE_KEY}
-        proc = subprocess.Popen([sys.executable, "-m", "tui.cli", *map(str, args)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "promptarbor.tui.cli", *map(str, args)], cwd=ROOT,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         deadline = time.time() + 120

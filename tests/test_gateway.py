@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 from conftest import FAKE_KEY, ROOT
-from engine.config import validate_config
-from engine.gateway import Gateway
+from promptarbor.engine.config import validate_config
+from promptarbor.engine.gateway import Gateway
 
 
 def gateway(server, tmp_path, **settings):

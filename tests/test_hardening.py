@@ -6,13 +6,13 @@ import asyncio
 import pytest
 
 from conftest import FAKE_KEY, drpo_responder, picaco_responder, vapo_responder, write_config, write_tasks
-from engine.config import load_config, validate_config
-from engine.datasets import load_inputs
-from engine.gateway import CacheUnavailable, Gateway
-from engine.runner import Runner
-from engine.secrets import MASK, Redactor
+from promptarbor.engine.config import load_config, validate_config
+from promptarbor.engine.datasets import load_inputs
+from promptarbor.engine.gateway import CacheUnavailable, Gateway
+from promptarbor.engine.runner import Runner
+from promptarbor.engine.secrets import MASK, Redactor
 from fake_llm import FakeLLMServer
-from sessions.store import SessionStore
+from promptarbor.sessions.store import SessionStore
 
 
 def run(coro):

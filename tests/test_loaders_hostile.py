@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from engine.config import ConfigError, validate_config
-from engine.datasets import load_icl_examples, load_inputs, load_seed_queries, read_text
-from engine.tasks import load_tasks
-from engine.values import load_demonstrations, load_picaco_inputs, load_prompts
+from promptarbor.engine.config import ConfigError, validate_config
+from promptarbor.engine.datasets import load_icl_examples, load_inputs, load_seed_queries, read_text
+from promptarbor.engine.tasks import load_tasks
+from promptarbor.engine.values import load_demonstrations, load_picaco_inputs, load_prompts
 
 LOADERS = {
     "seed": load_seed_queries,
@@ -484,7 +484,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'method = "drpo"\n[data]\nseed = "{seed.name}"\n')
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    proc = subprocess.run([sys.executable, "-m", "tui.cli", "run", str(cfg), "--store",
+    proc = subprocess.run([sys.executable, "-m", "promptarbor.tui.cli", "run", str(cfg), "--store",
                            str(tmp_path / "s")], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2
@@ -494,7 +494,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
 
 
 def test_a_file_with_too_many_records_is_one_line(tmp_path):
-    from engine.datasets import MAX_RECORDS, load_seed_queries
+    from promptarbor.engine.datasets import MAX_RECORDS, load_seed_queries
 
     path = tmp_path / "many.txt"
     path.write_text("".join(f"query {i}\n" for i in range(MAX_RECORDS + 1)), encoding="utf-8")

@@ -15,10 +15,10 @@ import time
 import pytest
 
 from conftest import ROOT
-from engine.config import LOCAL_MODEL, validate_config
-from engine.gateway import Gateway
-from engine.local_model import CUT_MARKER, LocalModel, model_path, schema_to_gbnf
-from engine.prompts import drpo as P
+from promptarbor.engine.config import LOCAL_MODEL, validate_config
+from promptarbor.engine.gateway import Gateway
+from promptarbor.engine.local_model import CUT_MARKER, LocalModel, model_path, schema_to_gbnf
+from promptarbor.engine.prompts import drpo as P
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -90,7 +90,7 @@ def _offline_command() -> tuple[list[str], str]:
     if shutil.which("unshare"):
         probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
         if probe.returncode == 0:
-            return ["unshare", "-n", sys.executable, "-m", "tui.cli"], "unshare -n"
+            return ["unshare", "-n", sys.executable, "-m", "promptarbor.tui.cli"], "unshare -n"
     guard = (
         "import sys, ipaddress\n"
         "def hook(event, args):\n"

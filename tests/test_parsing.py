@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from engine.parsing import (
+from promptarbor.engine.parsing import (
     AspectScore,
     ParseError,
     RewardSelection,

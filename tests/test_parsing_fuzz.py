@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.parsing import (
+from promptarbor.engine.parsing import (
     AspectScore,
     ParseError,
     RewardSelection,

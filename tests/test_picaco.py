@@ -9,14 +9,14 @@ import random
 import pytest
 
 from conftest import write_config
-from engine.config import ConfigError, load_config
-from engine.datasets import load_inputs
-from engine.methods.picaco import (aligned_score, noise_term, p_e, q_omega, q_phi, stratified,
+from promptarbor.engine.config import ConfigError, load_config
+from promptarbor.engine.datasets import load_inputs
+from promptarbor.engine.methods.picaco import (aligned_score, noise_term, p_e, q_omega, q_phi, stratified,
                                    tc_e, top_by)
-from engine.stats import weighted_conformity
-from engine.runner import Runner
-from engine.values import COMPOSITIONS, builtin, seed_instruction
-from sessions.store import SessionStore
+from promptarbor.engine.stats import weighted_conformity
+from promptarbor.engine.runner import Runner
+from promptarbor.engine.values import COMPOSITIONS, builtin, seed_instruction
+from promptarbor.sessions.store import SessionStore
 
 
 # ----------------------------------------------------------------------------- formulas
@@ -231,7 +231,7 @@ def test_schwartz_composition_uses_the_models_observation_and_relevance(tmp_path
     ev = runner.summary()["evaluation"]
     assert "relevance" in ev and 1 <= ev["relevance"]["final"] <= 5
     # Eq. 7 per response: each sample's conformity is its values' mean x its relevance / 5
-    from engine.evaluation import Evaluation
+    from promptarbor.engine.evaluation import Evaluation
     evaluation = Evaluation(s["heldout"]["spec"], s["heldout"]["state"])
     for result in evaluation.state["results"].values():
         assert result["score"] == pytest.approx(result["unweighted"] * result["relevance"]["score"] / 5)
@@ -267,7 +267,7 @@ def test_cli_run_json_has_per_value_evaluation(tmp_path, picaco_server, fake_key
     import io
     import json
 
-    from tui.cli import main
+    from promptarbor.tui.cli import main
 
     cfg = write_config(tmp_path / "c.toml", picaco_server.base_url, method="picaco",
                        search={**SMALL, "iterations": 1}, values={"composition": "helpfulness"})

@@ -21,13 +21,13 @@ import threading
 import pytest
 
 from conftest import SHARED, _h, eval_judge, write_config
-from engine.config import load_config
-from engine.datasets import load_inputs
-from engine.methods.picaco import (PICACO, aligned_score, noise_term, q_omega, tc_e, top_by)
-from engine.runner import Runner
-from engine.values import COMPOSITIONS, HH_COMPOSITIONS, builtin
+from promptarbor.engine.config import load_config
+from promptarbor.engine.datasets import load_inputs
+from promptarbor.engine.methods.picaco import (PICACO, aligned_score, noise_term, q_omega, tc_e, top_by)
+from promptarbor.engine.runner import Runner
+from promptarbor.engine.values import COMPOSITIONS, HH_COMPOSITIONS, builtin
 from fake_llm import FakeLLMServer
-from sessions.store import SessionStore
+from promptarbor.sessions.store import SessionStore
 
 PAPER = SHARED / "seeds" / "PICACO.txt"
 
@@ -193,7 +193,7 @@ def _observation(demos: list[dict]) -> str:
 def test_sim_s_y_reads_the_last_demonstration():
     """App. C.1 / Eq. 5: q_phi compares the answer with the textual observation S (for HH,
     S = the demonstrations, all of them): changing the last demonstration changes Sim(S, y)."""
-    from engine.embeddings import _load, cosine, embed
+    from promptarbor.engine.embeddings import _load, cosine, embed
 
     demos = [dict(d) for d in builtin()["demonstrations"]["harmlessness"]]
     s_text = _observation(demos)
@@ -213,7 +213,7 @@ def test_sim_s_y_reads_the_last_demonstration():
 
 
 def test_long_texts_are_cut_by_the_models_tokenizer_into_pieces_that_fit():
-    from engine.embeddings import _load, chunks, window
+    from promptarbor.engine.embeddings import _load, chunks, window
 
     model = _load()
     assert window(model) == model.max_seq_length - 2  # [CLS] and [SEP]
@@ -232,7 +232,7 @@ def test_long_texts_are_cut_by_the_models_tokenizer_into_pieces_that_fit():
 def test_long_answers_count_in_full_for_q_phi_and_p_e():
     """Eq. 5 and 6 compare whole answers: a long answer's tail changes its embedding, and a
     text that fits is embedded exactly as the model embeds it."""
-    from engine.embeddings import _load, cosine, embed
+    from promptarbor.engine.embeddings import _load, cosine, embed
 
     body = " ".join(f"Step {i}: keep the neighbour informed and stay polite." for i in range(60))
     a, b = embed([body + " Finally, call a mediator.",
@@ -314,7 +314,7 @@ def test_definitions_seeds_and_meta_prompts_are_in_our_own_words():
     demonstrations, the meta-prompts)."""
     import inspect
 
-    from engine.prompts import picaco as prompts
+    from promptarbor.engine.prompts import picaco as prompts
 
     n = 5
     paper = _words(PAPER.read_text(encoding="utf-8"))

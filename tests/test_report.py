@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from sessions.report import CSV_COLUMNS, FORMATS, MD_REGRESSIONS, clean, render
+from promptarbor.sessions.report import CSV_COLUMNS, FORMATS, MD_REGRESSIONS, clean, render
 
 ASPECTS = ["Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety"]
 ESCAPES = ("\x1b", "\x9b", "\x07", "\x90", "\x9d")

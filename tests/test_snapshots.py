@@ -9,11 +9,11 @@ import time
 import pytest
 
 from conftest import write_config
-from engine.config import load_config
-from engine.datasets import load_icl_examples, load_seed_queries
-from engine.runner import Runner
-from sessions.store import SessionStore
-from tui.app import PromptArborApp, WorkbenchScreen
+from promptarbor.engine.config import load_config
+from promptarbor.engine.datasets import load_icl_examples, load_seed_queries
+from promptarbor.engine.runner import Runner
+from promptarbor.sessions.store import SessionStore
+from promptarbor.tui.app import PromptArborApp, WorkbenchScreen
 
 SIZE = (130, 34)
 
@@ -93,7 +93,7 @@ def test_wizard(snap_compare, store_dir):
 def _results(keys: tuple[str, ...] = ()):
     async def run_before(pilot):
         from test_tui_results import fixed_verdict
-        from tui.results import ResultsScreen
+        from promptarbor.tui.results import ResultsScreen
 
         await pilot.pause(0.1)
         pilot.app.push_screen(ResultsScreen(fixed_verdict()))

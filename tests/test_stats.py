@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import stats
-from engine.stats import (
+from promptarbor.engine import stats
+from promptarbor.engine.stats import (
     NO_CATEGORY, bootstrap_ci, conformity_percent, item_values, mean, paired, per_category,
     regressions, summarize_prompt, summary, weighted_conformity, win_rate,
 )
@@ -332,7 +332,7 @@ def test_public_api():
 def test_quantile_rule_is_linear_interpolation():
     # numpy.quantile([1, 2, 3, 4], [0.25, 0.975]) == [1.75, 3.925] (type 7, by hand:
     # h = 3 * 0.25 = 0.75 -> 1 + 0.75 * 1; h = 3 * 0.975 = 2.925 -> 3 + 0.925 * 1)
-    from engine.stats import _quantile
+    from promptarbor.engine.stats import _quantile
     assert _quantile([1.0, 2.0, 3.0, 4.0], 0.25) == 1.75
     assert _quantile([1.0, 2.0, 3.0, 4.0], 0.975) == pytest.approx(3.925)
     assert _quantile([1.0, 2.0, 3.0, 4.0], 0.0) == 1.0

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from sessions.export import export
-from sessions.store import (SCHEMA_VERSION, CorruptSession, SessionLocked, SessionNotFound,
+from promptarbor.sessions.export import export
+from promptarbor.sessions.store import (SCHEMA_VERSION, CorruptSession, SessionLocked, SessionNotFound,
                             SessionStore, StoreError, StoreUnavailable)
 
 

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import sessions.store as store_mod
+import promptarbor.sessions.store as store_mod
 from conftest import (FAKE_KEY, FakeLLMServer, drpo_responder, picaco_responder, vapo_responder,
                       write_config, write_tasks)
-from sessions.store import (CorruptSession, InvalidSessionId, SessionLocked, SessionNotFound,
+from promptarbor.sessions.store import (CorruptSession, InvalidSessionId, SessionLocked, SessionNotFound,
                             SessionStore, StoreError, StoreUnavailable, UnsupportedSchema,
                             check_session, summarize)
 from test_store import sample_session
@@ -779,9 +779,9 @@ def _run(coro):
 def real_drpo():
     """A real DRPO session (engine + fake provider) with the person's operations on it:
     the file the mutation property starts from."""
-    from engine.config import load_config
-    from engine.datasets import load_inputs
-    from engine.runner import Runner
+    from promptarbor.engine.config import load_config
+    from promptarbor.engine.datasets import load_inputs
+    from promptarbor.engine.runner import Runner
 
     old_key = os.environ.get("PA_FAKE_KEY")
     os.environ["PA_FAKE_KEY"] = FAKE_KEY
@@ -822,9 +822,9 @@ def test_a_real_drpo_session_passes_the_checks(real_drpo):
 
 @pytest.mark.parametrize("method", ["vapo", "picaco"])
 def test_real_vapo_and_picaco_sessions_pass_the_checks(tmp_path, monkeypatch, method):
-    from engine.config import load_config
-    from engine.datasets import load_inputs
-    from engine.runner import Runner
+    from promptarbor.engine.config import load_config
+    from promptarbor.engine.datasets import load_inputs
+    from promptarbor.engine.runner import Runner
 
     monkeypatch.setenv("PA_FAKE_KEY", FAKE_KEY)
     if method == "vapo":

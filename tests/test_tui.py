@@ -6,12 +6,12 @@ import time
 import pytest
 
 from conftest import write_config
-from engine.config import load_config
-from engine.datasets import load_icl_examples, load_seed_queries
-from engine.runner import Runner
-from sessions.store import SessionStore
-from tui.app import PromptArborApp, WorkbenchScreen
-from tui.text import safe, strip_escapes
+from promptarbor.engine.config import load_config
+from promptarbor.engine.datasets import load_icl_examples, load_seed_queries
+from promptarbor.engine.runner import Runner
+from promptarbor.sessions.store import SessionStore
+from promptarbor.tui.app import PromptArborApp, WorkbenchScreen
+from promptarbor.tui.text import safe, strip_escapes
 
 
 def new_session(tmp_path, server, **search) -> str:
@@ -29,7 +29,7 @@ def new_session(tmp_path, server, **search) -> str:
 
 def session_from(tmp_path, path) -> str:
     """A new, unstarted session from a config file (any method); the store is closed after."""
-    from engine.datasets import load_inputs
+    from promptarbor.engine.datasets import load_inputs
 
     cfg = load_config(path)
     store = SessionStore(tmp_path / "store")
@@ -254,7 +254,7 @@ def test_run_pause_and_no_handler_blocks(tmp_path, fake_server, fake_key, monkey
 
 def test_a_2000_node_session_opens_and_stays_fluid(tmp_path, monkeypatch):
     """A big synthetic tree: opening renders it once; a step's new nodes cost one batch."""
-    from engine.tree import Tree
+    from promptarbor.engine.tree import Tree
 
     tree = Tree()
     root = tree.add("You are a helpful assistant.", kind="root", meta={"phase": "prompt", "level": 0})
@@ -365,7 +365,7 @@ def test_serve_answers_with_the_web_page(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "promptarbor.tui.cli", "serve", "--port", str(port),
                              "--host", "127.0.0.1", "--store", str(tmp_path / "store")],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -402,7 +402,7 @@ def test_wizard_creates_a_session_and_browser_renames_it(tmp_path, fake_server, 
             wizard.query_one("#data-drpo-seed").value = str(seed)
             # the engine's plan for this config: the search's calls, then the held-out
             # evaluation's (root and final answer every held-out item; each answer judged)
-            from engine.runner import plan_calls
+            from promptarbor.engine.runner import plan_calls
 
             expected = plan_calls(*wizard.build())
             line = "Planned calls: " + ", ".join(f"{r} {n}" for r, n in expected.items())
@@ -482,7 +482,7 @@ def test_vapo_workbench_steps_one_iteration_with_L(tmp_path, vapo_server, fake_k
             assert "Q" in str(root.label) and "N1" in str(root.label)
             child = next(n for n in screen.snap["nodes"].values() if n["depth"] == 1
                          and n["meta"]["cum_rewards"])
-            from tui import views
+            from promptarbor.tui import views
 
             text = as_text(views.reward_view(screen.snap, child), 140)
             assert "UCT" in text and "Q =" in text and "N = 1" in text
@@ -511,7 +511,7 @@ def test_picaco_workbench_steps_one_e_step(tmp_path, picaco_server, fake_key):
             assert "E-step" in screen.snap["next"]
             await pilot.press("space")  # one E-step
             await wait_for(pilot, lambda: screen.snap["summary"]["steps"] == 2 and not screen.busy)
-            from tui import views
+            from promptarbor.tui import views
 
             text = as_text(views.response_view(screen.snap, screen.snap["nodes"]["n0"]))
             assert "aligned" in text and "noise" in text and "q_φ" in text and "NT" in text

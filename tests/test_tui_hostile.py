@@ -16,10 +16,10 @@ from rich.text import Text
 
 from conftest import drpo_responder
 from fake_llm import ERROR_MARKUP_TEXT, ESCAPE_TEXT, MARKUP_TEXT, hostile_responder
-from sessions.store import SessionStore
+from promptarbor.sessions.store import SessionStore
 from test_tui import as_text, idle, new_session, open_workbench, stored, wait_for
-from tui.app import BrowserScreen, PromptArborApp, WorkbenchScreen, toast
-from tui.text import one_line, plain_markup, safe, strip_escapes
+from promptarbor.tui.app import BrowserScreen, PromptArborApp, WorkbenchScreen, toast
+from promptarbor.tui.text import one_line, plain_markup, safe, strip_escapes
 
 SIZE = (140, 40)
 LITERAL = "[reverse]x[/reverse]"  # in MARKUP_TEXT and ERROR_MARKUP_TEXT

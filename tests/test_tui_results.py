@@ -13,12 +13,12 @@ import pytest
 
 from conftest import drpo_responder, write_config
 from fake_llm import ESCAPE_TEXT, MARKUP_TEXT
-from sessions.evals import EvalStore
-from sessions.store import SessionStore
+from promptarbor.sessions.evals import EvalStore
+from promptarbor.sessions.store import SessionStore
 from test_tui import as_text, open_workbench, wait_for
 from test_tui_hostile import ESCAPE_BYTES, LITERAL, assert_no_escapes, screenshot_text, shown_texts
-from tui.app import BrowserScreen, ConfirmScreen, HelpScreen, PromptArborApp
-from tui.results import (FullTextScreen, ResultsScreen, ci_bar, delta_bar, filter_items,
+from promptarbor.tui.app import BrowserScreen, ConfirmScreen, HelpScreen, PromptArborApp
+from promptarbor.tui.results import (FullTextScreen, ResultsScreen, ci_bar, delta_bar, filter_items,
                          items_of)
 
 SIZE = (120, 40)
@@ -92,9 +92,9 @@ def fixed_verdict(hostile: str = "") -> dict:
 
 def finished_session(tmp_path, server, **config) -> str:
     """A DRPO session (W1 M1 D1) run to the end, its held-out evaluation included."""
-    from engine.config import load_config
-    from engine.datasets import load_inputs
-    from engine.runner import Runner
+    from promptarbor.engine.config import load_config
+    from promptarbor.engine.datasets import load_inputs
+    from promptarbor.engine.runner import Runner
 
     cfg = load_config(write_config(tmp_path / "c.toml", server.base_url,
                                    search={"beam_width": 1, "samples_per_state": 1, "depth": 1},
@@ -111,9 +111,9 @@ def finished_session(tmp_path, server, **config) -> str:
 
 def new_session(tmp_path, server) -> str:
     """A DRPO session not started yet (its held-out evaluation has not run)."""
-    from engine.config import load_config
-    from engine.datasets import load_inputs
-    from engine.runner import Runner
+    from promptarbor.engine.config import load_config
+    from promptarbor.engine.datasets import load_inputs
+    from promptarbor.engine.runner import Runner
 
     cfg = load_config(write_config(tmp_path / "c.toml", server.base_url,
                                    search={"beam_width": 1, "samples_per_state": 1, "depth": 1}))

@@ -9,14 +9,14 @@ import math
 import pytest
 
 from conftest import FAKE_KEY, write_config, write_tasks
-from engine.config import ConfigError, load_config
-from engine.datasets import load_inputs
-from engine.methods.vapo import (VAPO, best_path_and_node, cumulative_rewards, is_terminal,
+from promptarbor.engine.config import ConfigError, load_config
+from promptarbor.engine.datasets import load_inputs
+from promptarbor.engine.methods.vapo import (VAPO, best_path_and_node, cumulative_rewards, is_terminal,
                                  q_value, uct, visits)
-from engine.runner import Runner
-from engine.tasks import extract_choice, gold_letter, load_tasks, split_sizes, split_tasks
-from engine.tree import Tree
-from sessions.store import SessionStore
+from promptarbor.engine.runner import Runner
+from promptarbor.engine.tasks import extract_choice, gold_letter, load_tasks, split_sizes, split_tasks
+from promptarbor.engine.tree import Tree
+from promptarbor.sessions.store import SessionStore
 
 
 def _tree(rewards: dict[str, float], edges: dict[str, str]) -> Tree:
@@ -348,7 +348,7 @@ def test_persons_operations_on_a_vapo_tree(tmp_path, vapo_server, fake_key):
 
 
 def test_cli_run_json_has_the_evaluation(tmp_path, vapo_server, fake_key):
-    from tui.cli import main
+    from promptarbor.tui.cli import main
     import contextlib
     import io
 

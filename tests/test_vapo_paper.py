@@ -22,15 +22,15 @@ import re
 import pytest
 
 from conftest import SHARED, _h, write_config, write_tasks
-from engine.config import ConfigError, load_config
-from engine.datasets import load_inputs
-from engine.methods.vapo import NO_ERROR_DRAWS, OPTIMIZER_TEMPERATURE
-from engine.prompts import vapo as P
-from engine.runner import Runner
-from engine.tasks import (LANGUAGE, PAPER_SPLITS, detect_language, extract_choice,
+from promptarbor.engine.config import ConfigError, load_config
+from promptarbor.engine.datasets import load_inputs
+from promptarbor.engine.methods.vapo import NO_ERROR_DRAWS, OPTIMIZER_TEMPERATURE
+from promptarbor.engine.prompts import vapo as P
+from promptarbor.engine.runner import Runner
+from promptarbor.engine.tasks import (LANGUAGE, PAPER_SPLITS, detect_language, extract_choice,
                           format_question, load_tasks, paper_split_sizes, select_dimension,
                           task_kind, task_language)
-from sessions.store import SessionStore
+from promptarbor.sessions.store import SessionStore
 
 VALUE_WORDS = re.compile(r"valu|align|ethic|moral|harm|safe|sensitiv|attack|guard|fair|bias|"
                          r"toxic|responsib|价值|对齐|伦理|道德|安全|有害|敏感|攻击|防范|公平|偏见|负责",

@@ -25,9 +25,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import (Button, Checkbox, DataTable, Footer, Input, Label, RichLog, Select,
                              Sparkline, Static, TabbedContent, TabPane, TextArea, Tree)
 
-from themes import DEFAULT_THEME, THEMES
+from promptarbor.themes import DEFAULT_THEME, THEMES
 
-from engine.config import family
+from promptarbor.engine.config import family
 
 from . import views
 from .engine_thread import EngineThread
@@ -211,8 +211,8 @@ class NewSessionScreen(ModalScreen[dict | None]):
     }
 
     def compose(self) -> ComposeResult:
-        from engine.config import METHODS
-        from engine.values import COMPOSITIONS
+        from promptarbor.engine.config import METHODS
+        from promptarbor.engine.values import COMPOSITIONS
 
         with VerticalScroll(id="dialog"):
             yield Label(Text("New session   (ctrl+s create · esc cancel)", style="bold"))
@@ -256,7 +256,7 @@ class NewSessionScreen(ModalScreen[dict | None]):
 
     @property
     def family(self) -> str:
-        from engine.config import family
+        from promptarbor.engine.config import family
 
         return family(str(self.query_one("#method", Select).value))
 
@@ -295,8 +295,8 @@ class NewSessionScreen(ModalScreen[dict | None]):
 
     def build(self):
         """(config, inputs) or raise ConfigError."""
-        from engine.config import validate_config
-        from engine.datasets import load_inputs
+        from promptarbor.engine.config import validate_config
+        from promptarbor.engine.datasets import load_inputs
 
         cfg = validate_config(self.raw_config(), base_dir=Path.cwd())
         return cfg, load_inputs(cfg)
@@ -334,8 +334,8 @@ class NewSessionScreen(ModalScreen[dict | None]):
         return out
 
     def update_plan(self) -> None:
-        from engine.config import ConfigError
-        from engine.runner import plan_calls
+        from promptarbor.engine.config import ConfigError
+        from promptarbor.engine.runner import plan_calls
 
         try:
             cfg, inputs = self.build()
@@ -354,7 +354,7 @@ class NewSessionScreen(ModalScreen[dict | None]):
             + f"  (total {sum(plan.values())})", style="bold"))
 
     def action_create(self) -> None:
-        from engine.config import ConfigError
+        from promptarbor.engine.config import ConfigError
 
         try:
             cfg, inputs = self.build()
@@ -1047,7 +1047,7 @@ class WorkbenchScreen(Screen):
                         exit_on_error=False)
 
     async def _open_results(self, session: dict) -> None:
-        from engine.evaluation import session_verdict
+        from promptarbor.engine.evaluation import session_verdict
 
         try:  # bootstrap CIs take a moment on a big set: off the UI thread
             verdict = await asyncio.to_thread(session_verdict, session)
@@ -1309,9 +1309,9 @@ class PromptArborApp(App):
 
     def __init__(self, store_dir: str | Path | None = None, session_id: str | None = None):
         super().__init__()
-        from sessions.store import SessionStore
+        from promptarbor.sessions.store import SessionStore
 
-        from sessions.evals import EvalStore
+        from promptarbor.sessions.evals import EvalStore
 
         self.store = SessionStore(store_dir)
         self.evals = EvalStore(self.store)
@@ -1375,7 +1375,7 @@ class PromptArborApp(App):
         """(engine thread) lock and load a session, build its runner. A file that cannot be
         read is reported and left where it is (opening it is no reason to move it); the lock
         is given back when the session cannot be opened."""
-        from engine.runner import Runner
+        from promptarbor.engine.runner import Runner
 
         took = self.store.lock(session_id)
         try:
@@ -1416,7 +1416,7 @@ class PromptArborApp(App):
 
     async def create_session(self, spec: dict) -> str:
         """(engine thread) a new session from the wizard's config; not run yet."""
-        from engine.runner import Runner
+        from promptarbor.engine.runner import Runner
 
         runner = Runner.create(spec["config"], spec["inputs"], store=self.store,
                                cache_dir=self.store.cache_dir)
@@ -1447,7 +1447,7 @@ class PromptArborApp(App):
         """(evaluation thread) the runner of `baseline` vs `other` on the session's held-out
         set: the stored evaluation with that spec if there is one (it resumes from the
         cache), else a new one; with its cost estimate. (runner, estimate, existed)."""
-        from engine.evaluation import EvalRunner, compare_spec, estimate_cost, spec_id
+        from promptarbor.engine.evaluation import EvalRunner, compare_spec, estimate_cost, spec_id
 
         spec, models, settings = compare_spec(session, baseline, other)
         eval_id = spec_id(spec)
@@ -1502,7 +1502,7 @@ class PromptArborApp(App):
     def open_session_results(self, session_id: str) -> None:
         """The Results view of a stored session's held-out evaluation (read only)."""
         def verdict() -> dict:
-            from engine.evaluation import session_verdict
+            from promptarbor.engine.evaluation import session_verdict
 
             return session_verdict(self.store.load(session_id, move_aside=False))
 
@@ -1523,7 +1523,7 @@ class PromptArborApp(App):
 
     async def _open_eval_results(self, eval_id: str) -> None:
         def verdict() -> dict:
-            from engine.evaluation import EvalRunner
+            from promptarbor.engine.evaluation import EvalRunner
 
             runner = EvalRunner(self.evals.load(eval_id))  # no cache: nothing is sent
             try:
@@ -1538,7 +1538,7 @@ class PromptArborApp(App):
         self.push_screen(ResultsScreen(result, kind="evaluation"))
 
     def export_session(self, session_id: str, node_id: str | None, session: dict | None = None):
-        from sessions.export import export
+        from promptarbor.sessions.export import export
 
         try:
             # read-only: a corrupt file is reported, never moved aside

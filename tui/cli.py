@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from tui.text import strip_escapes
+from promptarbor.tui.text import strip_escapes
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_STORE, EXIT_PARTIAL = 1, 2, 3, 4  # noqa: E501 (also tui.cli_eval)
 _C1 = re.compile("[\x7f-\x9f\u2028\u2029]")
@@ -34,7 +34,7 @@ _C1 = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 def store_code(exc: Exception) -> int:
     """Exit status of a store error: a malformed id is a usage error (2), the rest 3."""
-    from sessions.store import InvalidSessionId
+    from promptarbor.sessions.store import InvalidSessionId
 
     return EXIT_CONFIG if isinstance(exc, InvalidSessionId) else EXIT_STORE
 
@@ -201,7 +201,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         return cmd_export(args)
     if args.command in ("eval", "evals", "report"):
-        from tui import cli_eval
+        from promptarbor.tui import cli_eval
 
         return {"eval": cli_eval.cmd_eval, "evals": cli_eval.cmd_evals,
                 "report": cli_eval.cmd_report}[args.command](args)
@@ -222,7 +222,7 @@ def cmd_serve(host: str, port: int, store: str | None) -> int:
 
     from textual_serve.server import Server
 
-    command = f"{shlex.quote(sys.executable)} -m tui.cli tui"
+    command = f"{shlex.quote(sys.executable)} -m promptarbor.tui.cli tui"
     if store:
         command += f" --store {shlex.quote(str(Path(store).resolve()))}"
     print(f"serving PromptArbor on http://{host}:{port}", file=sys.stderr)
@@ -231,7 +231,7 @@ def cmd_serve(host: str, port: int, store: str | None) -> int:
 
 
 def cmd_tui(store: str | None, session: str | None) -> int:
-    from sessions.store import SessionStore, StoreError
+    from promptarbor.sessions.store import SessionStore, StoreError
 
     try:  # a bad id or a store that is a file: one line, before any screen or file
         checked = SessionStore(store)
@@ -240,7 +240,7 @@ def cmd_tui(store: str | None, session: str | None) -> int:
     except StoreError as exc:
         _err(str(exc))
         return store_code(exc)
-    from tui.app import PromptArborApp
+    from promptarbor.tui.app import PromptArborApp
 
     PromptArborApp(store, session).run()
     return 0
@@ -264,11 +264,11 @@ def _progress(event: dict) -> None:
 
 
 def cmd_run(args) -> int:
-    from engine.config import ConfigError, load_config
-    from engine.datasets import load_inputs
-    from engine.gateway import CacheUnavailable
-    from engine.runner import NoModelError, Runner, SessionStateError
-    from sessions.store import SessionStore, StoreError
+    from promptarbor.engine.config import ConfigError, load_config
+    from promptarbor.engine.datasets import load_inputs
+    from promptarbor.engine.gateway import CacheUnavailable
+    from promptarbor.engine.runner import NoModelError, Runner, SessionStateError
+    from promptarbor.sessions.store import SessionStore, StoreError
 
     if args.steps is not None and args.steps < 1:
         _err("--steps must be at least 1")
@@ -309,7 +309,7 @@ def cmd_run(args) -> int:
         store.close()
         return store_code(exc)
 
-    from engine.config import local_default_note
+    from promptarbor.engine.config import local_default_note
 
     note = local_default_note(runner.session["config"])
     if note:
@@ -443,7 +443,7 @@ def _print_summary(summary: dict) -> None:
 # --------------------------------------------------------------------------- sessions
 
 def cmd_sessions(args) -> int:
-    from sessions.store import SessionStore, StoreError, summarize
+    from promptarbor.sessions.store import SessionStore, StoreError, summarize
 
     try:
         store = SessionStore(args.store)
@@ -512,8 +512,8 @@ def _export_target(output: str, store) -> Path:
 
 
 def cmd_export(args) -> int:
-    from sessions.export import export
-    from sessions.store import SessionStore, StoreError
+    from promptarbor.sessions.export import export
+    from promptarbor.sessions.store import SessionStore, StoreError
 
     try:
         store = SessionStore(args.store)

@@ -17,7 +17,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from tui.cli import (EXIT_CONFIG, EXIT_PARTIAL, EXIT_STORE, _err, _export_target, _line, clean,
+from promptarbor.tui.cli import (EXIT_CONFIG, EXIT_PARTIAL, EXIT_STORE, _err, _export_target, _line, clean,
                      pause_on_sigint, store_code, to_json)
 
 
@@ -34,8 +34,8 @@ def _label(spec: str, taken: set[str]) -> str:
 
 def _prompts(specs: list[str], store) -> tuple[list[dict], list[dict]]:
     """Prompt specs -> prompts, and the sessions they came from (ValueError: one line)."""
-    from engine.datasets import read_text
-    from engine.evaluation import session_prompt, text_prompt
+    from promptarbor.engine.datasets import read_text
+    from promptarbor.engine.evaluation import session_prompt, text_prompt
 
     prompts, sessions, taken = [], [], set()
     for i, spec in enumerate(specs, 1):
@@ -62,7 +62,7 @@ def _prompts(specs: list[str], store) -> tuple[list[dict], list[dict]]:
 
 def _models(args, sessions: list[dict]) -> tuple[dict, dict]:
     """Roles base and judge (and gateway settings): --models, else the first session."""
-    from engine.config import load_config, validate_config
+    from promptarbor.engine.config import load_config, validate_config
 
     if args.models:
         cfg = load_config(args.models)
@@ -78,8 +78,8 @@ def _models(args, sessions: list[dict]) -> tuple[dict, dict]:
 def _values(args, sessions: list[dict]) -> tuple[list[dict] | None, str | None]:
     if args.judge != "conformity":
         return None, None
-    from engine.config import ConfigError
-    from engine.values import COMPOSITIONS, HH_COMPOSITIONS, builtin
+    from promptarbor.engine.config import ConfigError
+    from promptarbor.engine.values import COMPOSITIONS, HH_COMPOSITIONS, builtin
 
     if args.values:
         names = [n.strip() for n in args.values.split(",") if n.strip()]
@@ -103,7 +103,7 @@ def _values(args, sessions: list[dict]) -> tuple[list[dict] | None, str | None]:
 
 
 def _estimate_line(runner) -> str:
-    from engine.evaluation import estimate_cost
+    from promptarbor.engine.evaluation import estimate_cost
 
     est = estimate_cost(runner.evaluation, runner.doc["models"])
     calls = est["calls"]
@@ -128,12 +128,12 @@ async def _drive(runner, max_cost):
 
 
 def cmd_eval(args) -> int:
-    from engine.config import ConfigError
-    from engine.evalsets import load_eval_set
-    from engine.evaluation import EvalRunner, prompt_tokens, spec_id
-    from engine.gateway import CacheUnavailable
-    from sessions.evals import EvalStore
-    from sessions.store import SessionStore, StoreError
+    from promptarbor.engine.config import ConfigError
+    from promptarbor.engine.evalsets import load_eval_set
+    from promptarbor.engine.evaluation import EvalRunner, prompt_tokens, spec_id
+    from promptarbor.engine.gateway import CacheUnavailable
+    from promptarbor.sessions.evals import EvalStore
+    from promptarbor.sessions.store import SessionStore, StoreError
 
     if args.samples < 1 or args.samples > 20:
         _err("--samples must be between 1 and 20")
@@ -251,8 +251,8 @@ def _print_verdict(v: dict) -> None:
 
 
 def cmd_evals(args) -> int:
-    from sessions.evals import EvalStore
-    from sessions.store import SessionStore, StoreError
+    from promptarbor.sessions.evals import EvalStore
+    from promptarbor.sessions.store import SessionStore, StoreError
 
     try:
         evals = EvalStore(SessionStore(args.store))
@@ -270,7 +270,7 @@ def cmd_evals(args) -> int:
                 print(f"{r['id']:12} {clean(r['status']):8} {r['judge']:10} n {r['n']:<5} "
                       f"k {r['samples']}  ${r['cost']:.4f}  {_line(' vs '.join(r['prompts']))[:60]}")
             return 0
-        from engine.evaluation import EvalRunner
+        from promptarbor.engine.evaluation import EvalRunner
 
         runner = EvalRunner(evals.load(args.id))
     except StoreError as exc:
@@ -286,22 +286,22 @@ def cmd_evals(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from sessions.evals import EvalStore
-    from sessions.report import render
-    from sessions.store import SessionStore, StoreError
+    from promptarbor.sessions.evals import EvalStore
+    from promptarbor.sessions.report import render
+    from promptarbor.sessions.store import SessionStore, StoreError
 
     try:
         store = SessionStore(args.store)
         target = _export_target(args.output, store) if args.output else None
         evals = EvalStore(store)
         if evals.exists(args.id):
-            from engine.evaluation import EvalRunner
+            from promptarbor.engine.evaluation import EvalRunner
 
             runner = EvalRunner(evals.load(args.id))
             verdict = runner.verdict()
             runner.gateway.close()
         elif store.exists(args.id):
-            from engine.evaluation import session_verdict
+            from promptarbor.engine.evaluation import session_verdict
 
             verdict = session_verdict(store.load(args.id, move_aside=False))
         else:
