@@ -13,7 +13,8 @@ from promptarbor.engine.config import load_config
 from promptarbor.engine.datasets import load_icl_examples, load_seed_queries
 from promptarbor.engine.runner import Runner
 from promptarbor.sessions.store import SessionStore
-from promptarbor.tui.app import PromptArborApp, WorkbenchScreen
+from promptarbor.tui.app import PromptArborApp
+from promptarbor.tui.screens.workbench import WorkbenchScreen
 
 SIZE = (130, 34)
 
@@ -93,7 +94,7 @@ def test_wizard(snap_compare, store_dir):
 def _results(keys: tuple[str, ...] = ()):
     async def run_before(pilot):
         from test_tui_results import fixed_verdict
-        from promptarbor.tui.results import ResultsScreen
+        from promptarbor.tui.screens.results import ResultsScreen
 
         await pilot.pause(0.1)
         pilot.app.push_screen(ResultsScreen(fixed_verdict()))

@@ -10,7 +10,8 @@ from promptarbor.engine.config import load_config
 from promptarbor.engine.datasets import load_icl_examples, load_seed_queries
 from promptarbor.engine.runner import Runner
 from promptarbor.sessions.store import SessionStore
-from promptarbor.tui.app import PromptArborApp, WorkbenchScreen
+from promptarbor.tui.app import PromptArborApp
+from promptarbor.tui.screens.workbench import WorkbenchScreen
 from promptarbor.tui.text import safe, strip_escapes
 
 
@@ -482,9 +483,9 @@ def test_vapo_workbench_steps_one_iteration_with_L(tmp_path, vapo_server, fake_k
             assert "Q" in str(root.label) and "N1" in str(root.label)
             child = next(n for n in screen.snap["nodes"].values() if n["depth"] == 1
                          and n["meta"]["cum_rewards"])
-            from promptarbor.tui import views
+            from promptarbor.tui.widgets import node_detail
 
-            text = as_text(views.reward_view(screen.snap, child), 140)
+            text = as_text(node_detail.reward_view(screen.snap, child), 140)
             assert "UCT" in text and "Q =" in text and "N = 1" in text
             assert "Error feedback" in text and "valuecot feedback" in text
             await pilot.press("q")
@@ -511,15 +512,15 @@ def test_picaco_workbench_steps_one_e_step(tmp_path, picaco_server, fake_key):
             assert "E-step" in screen.snap["next"]
             await pilot.press("space")  # one E-step
             await wait_for(pilot, lambda: screen.snap["summary"]["steps"] == 2 and not screen.busy)
-            from promptarbor.tui import views
+            from promptarbor.tui.widgets import node_detail
 
-            text = as_text(views.response_view(screen.snap, screen.snap["nodes"]["n0"]))
+            text = as_text(node_detail.response_view(screen.snap, screen.snap["nodes"]["n0"]))
             assert "aligned" in text and "noise" in text and "q_φ" in text and "NT" in text
             select = screen.query_one("#pool-prompt")
             assert select.display and select.value == 0
             select.value = 1  # the second prompt's pools
             await pilot.pause(0.1)
-            text = as_text(views.response_view(screen.snap, screen.snap["nodes"]["n0"], 1))
+            text = as_text(node_detail.response_view(screen.snap, screen.snap["nodes"]["n0"], 1))
             assert "Prompt 2:" in text and "Prompt 1:" not in text
             await pilot.press("q")
     asyncio.run(scenario())

@@ -18,8 +18,10 @@ from conftest import drpo_responder
 from fake_llm import ERROR_MARKUP_TEXT, ESCAPE_TEXT, MARKUP_TEXT, hostile_responder
 from promptarbor.sessions.store import SessionStore
 from test_tui import as_text, idle, new_session, open_workbench, stored, wait_for
-from promptarbor.tui.app import BrowserScreen, PromptArborApp, WorkbenchScreen, toast
-from promptarbor.tui.text import one_line, plain_markup, safe, strip_escapes
+from promptarbor.tui.app import PromptArborApp
+from promptarbor.tui.screens.browser import BrowserScreen
+from promptarbor.tui.screens.workbench import WorkbenchScreen
+from promptarbor.tui.text import one_line, plain_markup, safe, strip_escapes, toast
 
 SIZE = (140, 40)
 LITERAL = "[reverse]x[/reverse]"  # in MARKUP_TEXT and ERROR_MARKUP_TEXT

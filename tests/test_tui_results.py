@@ -17,9 +17,12 @@ from promptarbor.sessions.evals import EvalStore
 from promptarbor.sessions.store import SessionStore
 from test_tui import as_text, open_workbench, wait_for
 from test_tui_hostile import ESCAPE_BYTES, LITERAL, assert_no_escapes, screenshot_text, shown_texts
-from promptarbor.tui.app import BrowserScreen, ConfirmScreen, HelpScreen, PromptArborApp
-from promptarbor.tui.results import (FullTextScreen, ResultsScreen, ci_bar, delta_bar, filter_items,
-                         items_of)
+from promptarbor.tui.app import PromptArborApp
+from promptarbor.tui.screens.browser import BrowserScreen
+from promptarbor.tui.screens.modals import ConfirmScreen, HelpScreen
+from promptarbor.tui.screens.results import FullTextScreen, ResultsScreen
+from promptarbor.tui.widgets.plots import ci_bar, delta_bar
+from promptarbor.tui.widgets.verdict import filter_items, items_of
 
 SIZE = (120, 40)
 

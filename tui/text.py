@@ -7,7 +7,8 @@ through these helpers:
   sequence and control character removed (newlines and tabs kept);
 - `plain_markup(value)`: the same text as Textual content markup that shows literally
   (for the few APIs that take markup strings); `App.notify` is called with `markup=False`
-  instead where possible (see `tui.app.toast`).
+  instead where possible (see `toast`);
+- `toast(target, message)`: a notification shown literally (escapes removed, markup off).
 """
 from __future__ import annotations
 
@@ -73,3 +74,17 @@ def number(value: object, spec: str = ".2f", missing: str = "—") -> str:
         except (ValueError, TypeError):
             pass
     return strip_escapes(str(value))
+
+
+TOAST_CHARS = 600
+
+
+def toast(target, message: object, *, severity: str = "information",
+          timeout: float | None = None) -> None:
+    """A notification whose text is shown literally: terminal escapes removed, markup off
+    (Textual 8 parses a notification's message as content markup by default), cut to a
+    readable length. `target`: the app or any widget / screen."""
+    text = strip_escapes("" if message is None else str(message)).strip()
+    if len(text) > TOAST_CHARS:
+        text = text[: TOAST_CHARS - 1] + "…"
+    target.notify(text or "(no message)", severity=severity, timeout=timeout, markup=False)

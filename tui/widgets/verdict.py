@@ -1,7 +1,7 @@
-"""The Results view (DESIGN §10): one verdict of a held-out evaluation, on its own screen.
+"""A held-out verdict drawn for the Results view (DESIGN §10), as Rich renderables.
 
-`ResultsScreen(verdict)` shows what `engine.evaluation.Evaluation.result()` returns (plus the
-stored evaluation's or session's facts: id, name, judge model, data, calls, cost):
+The functions take what `engine.evaluation.Evaluation.result()` returns (plus the stored
+evaluation's or session's facts: id, name, judge model, data, calls, cost) and draw:
 
     Summary   the header facts; the prompts table (mean, 95% CI drawn as a bar with whiskers
               on the judge's scale, n, tokens, errors, the mean per metric); the paired
@@ -9,14 +9,15 @@ stored evaluation's or session's facts: id, name, judge model, data, calls, cost
               table with a plot of Δ per category (a bar left or right of a zero axis, with
               its CI); the worst regressions; the prompts' texts.
     Items     the items, all or only those that got worse / better for the compared prompt
-              (relative to the baseline, the first prompt); the selected item's query and the
-              two prompts' answers side by side with their scores and rationales; `z` or
-              enter opens the focused answer's full text.
+              (relative to the baseline, the first prompt); one item's query and the two
+              prompts' answers side by side with their scores and rationales; one answer's
+              full text.
 
 Every text of a verdict (ids, names, labels, categories, queries, answers, rationales,
 errors) came from a file or a model: it is shown through `tui.text.safe` (plain text, escapes
 removed), never as markup, and numbers through `number`, so a damaged verdict (a string where
 a number was expected, a list where a table was) shows as text or "—" instead of raising.
+The screens that show them are in `tui.screens.results`.
 """
 from __future__ import annotations
 
@@ -26,41 +27,17 @@ from rich import box
 from rich.console import Group, NewLine
 from rich.table import Table
 from rich.text import Text
-from textual import on
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, RichLog, Static, TabbedContent, TabPane
 
-from .text import head, number, one_line, safe
-
-RESULTS_KEYS = [
-    ("1 / 2", "the Summary / Items tab"),
-    ("w", "items that got worse (than the baseline, for the compared prompt)"),
-    ("b", "items that got better"), ("a", "all items"),
-    ("s", "focus the other answer (left: baseline, right: compared prompt)"),
-    ("[ / ]", "previous / next sample of the item (k > 1)"),
-    ("p", "compare the next prompt with the baseline (3 prompts or more)"),
-    ("z / enter", "the focused answer's full text"),
-    ("?", "help"), ("escape / q", "back"),
-]
+from ..text import head, number, one_line, safe
+from .plots import BAR, HALF, TIE, ci_bar, delta_bar, delta_header, scale_header
+from .plots import finite as _f
+from .plots import interval as _ci
 
 FULL_TEXT_CHARS = 200_000   # the full-text view shows this much of one answer
 DETAIL_CHARS = 4_000        # the side-by-side view shows this much of each answer
-BAR = 21                    # the CI bar's width (cells)
-HALF = 10                   # the Δ plot: cells each side of the zero axis
-TIE = 1e-9
 
 
 # ----------------------------------------------------------------------------- values
-
-def _f(value) -> float | None:
-    """A finite number, or None (a bool, a string, NaN from a damaged verdict)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
 
 def _d(value) -> dict:
     return value if isinstance(value, dict) else {}
@@ -68,16 +45,6 @@ def _d(value) -> dict:
 
 def _l(value) -> list:
     return value if isinstance(value, list) else []
-
-
-def _ci(value) -> tuple[float, float] | None:
-    ci = list(value) if isinstance(value, (list, tuple)) else []
-    if len(ci) != 2:
-        return None
-    lo, hi = _f(ci[0]), _f(ci[1])
-    if lo is None or hi is None or lo > hi:
-        return None
-    return lo, hi
 
 
 def _ci_text(value, signed: bool = False) -> str:
@@ -137,87 +104,6 @@ def pairwise(verdict: dict) -> bool:
 
 
 # ----------------------------------------------------------------------------- drawings
-
-def ci_bar(mean, ci, lo: float, hi: float, width: int = BAR) -> Text:
-    """A mean and its CI on the scale lo..hi: `···├──●──┤·····`."""
-    m = _f(mean)
-    out = Text()
-    if m is None:
-        return Text("·" * width, style="dim")
-
-    def pos(x: float) -> int:
-        return int(round(max(0.0, min(1.0, (x - lo) / (hi - lo))) * (width - 1)))
-    cells = ["·"] * width
-    styles = ["dim"] * width
-    bounds = _ci(ci)
-    if bounds is not None:
-        a, b = pos(bounds[0]), pos(bounds[1])
-        for i in range(a, b + 1):
-            cells[i], styles[i] = "─", "cyan"
-        if a == b:
-            cells[a] = "│"
-        else:
-            cells[a], cells[b] = "├", "┤"
-    cells[pos(m)], styles[pos(m)] = "●", "bold"
-    for cell, style in zip(cells, styles):
-        out.append(cell, style=style)
-    return out
-
-
-def scale_header(lo: float, hi: float, width: int = BAR) -> Text:
-    """The bar column's header: the scale's ends at the bar's ends."""
-    left, right = f"{lo:g}", f"{hi:g}"
-    middle = " 95% CI "
-    gap = width - len(left) - len(right)
-    if gap >= len(middle) + 2:
-        pad = gap - len(middle)
-        text = left + "·" * (pad // 2) + middle + "·" * (pad - pad // 2) + right
-    else:
-        text = left + " " * max(1, gap) + right
-    return Text(text)
-
-
-def delta_bar(mean, ci, span: float, half: int = HALF) -> Text:
-    """Δ as a bar left (worse, red) or right (better, green) of a zero axis, with its CI."""
-    width = 2 * half + 1
-    m = _f(mean)
-    if m is None or span <= 0:
-        return Text(" " * half + "│" + " " * half, style="dim")
-
-    def pos(x: float) -> int:
-        return half + int(round(max(-1.0, min(1.0, x / span)) * half))
-    cells = [" "] * width
-    styles = [""] * width
-    bounds = _ci(ci)
-    if bounds is not None:
-        a, b = pos(bounds[0]), pos(bounds[1])
-        for i in range(a, b + 1):
-            cells[i], styles[i] = "─", "dim"
-    colour = "green" if m > TIE else "red" if m < -TIE else "yellow"
-    end = pos(m)
-    if end > half:
-        for i in range(half + 1, end + 1):
-            cells[i], styles[i] = "█", colour
-    elif end < half:
-        for i in range(end, half):
-            cells[i], styles[i] = "█", colour
-    if bounds is not None:
-        for i, mark in ((pos(bounds[0]), "├"), (pos(bounds[1]), "┤")):
-            if cells[i] != "█" and i != half:
-                cells[i], styles[i] = mark, "bold"
-    cells[half], styles[half] = "│", "bold"
-    out = Text()
-    for cell, style in zip(cells, styles):
-        out.append(cell, style=style)
-    return out
-
-
-def delta_header(span: float, half: int = HALF) -> Text:
-    left, right = f"−{span:.2g}", f"+{span:.2g}"
-    width = 2 * half + 1
-    text = list(left.ljust(half) + "0" + right.rjust(half))
-    return Text("".join(text)[:width])
-
 
 def _word(mean, ci, centre: float = 0.0) -> Text:
     bounds = _ci(ci)
@@ -750,232 +636,3 @@ def full_text(verdict: dict, item: dict, index: int, sample: int) -> Text:
     out.rstrip()
     return out
 
-
-# ----------------------------------------------------------------------------- screens
-
-class FullTextScreen(Screen):
-    """One answer in full, scrollable (a log widget: a long answer is wrapped once, then
-    scrolls without being drawn again); escape (or q, z) goes back."""
-
-    BINDINGS = [Binding("escape,q,z", "close", "back")]
-
-    def __init__(self, title: Text, body: Text):
-        super().__init__()
-        self.title_text = title
-        self.body = body
-
-    def compose(self) -> ComposeResult:
-        yield Static(self.title_text, id="ft-title")
-        yield RichLog(id="ft-body", wrap=True, markup=False, highlight=False, auto_scroll=False)
-        yield Footer()
-
-    def on_mount(self) -> None:
-        log = self.query_one("#ft-body", RichLog)
-        log.write(self.body, scroll_end=False)
-        log.focus()
-
-    def action_close(self) -> None:
-        self.dismiss(None)
-
-
-class ResultsScreen(Screen):
-    """One verdict: the Summary and Items tabs (see the module's docstring)."""
-
-    BINDINGS = [
-        Binding("escape,q", "close", "back"),
-        Binding("1", "tab('summary')", "summary", show=False),
-        Binding("2", "tab('items')", "items", show=False),
-        Binding("w", "filter('worse')", "worse"),
-        Binding("b", "filter('better')", "better"),
-        Binding("a", "filter('all')", "all"),
-        Binding("s", "side", "side"),
-        Binding("left_square_bracket", "sample(-1)", "sample −", show=False),
-        Binding("right_square_bracket", "sample(1)", "sample +", show=False),
-        Binding("p", "next_prompt", "prompt", show=False),
-        Binding("z", "full", "full text"),
-        Binding("question_mark", "help", "help"),
-    ]
-    FILTERS = {"worse": "got worse", "better": "got better", "all": "all"}
-
-    def __init__(self, verdict: dict, kind: str = "evaluation"):
-        super().__init__()
-        self.verdict = verdict if isinstance(verdict, dict) else {}
-        self.kind = kind
-        n_prompts = len(prompts_of(self.verdict))
-        self.compare = n_prompts - 1 if n_prompts > 1 else 0
-        self.which = "all"
-        self.shown: list[int] = []   # item indexes in the table's order
-        self.current: int | None = None
-        self.sample = 0
-        self.side = 1 if n_prompts > 1 else 0
-        self._width = 0
-
-    def compose(self) -> ComposeResult:
-        yield Static(id="r-title")
-        with TabbedContent(id="r-tabs", initial="r-tab-summary"):
-            with TabPane("Summary", id="r-tab-summary"):
-                with VerticalScroll(id="r-summary-scroll"):
-                    for name in SECTIONS:
-                        yield Static(id=f"r-{name}", classes="r-section")
-            with TabPane("Items", id="r-tab-items"):
-                yield Static(id="r-filter")
-                yield DataTable(id="r-items", cursor_type="row", zebra_stripes=True)
-                yield VerticalScroll(Static(id="r-detail"), id="r-detail-scroll")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#r-title", Static).update(self._safely(lambda: header(self.verdict, self.kind),
-                                                                "the header"))
-        self._render_summary()
-        self._fill_items()
-        self.query_one("#r-summary-scroll").focus()
-
-    def on_resize(self) -> None:
-        if self._layout(self.size.width) != self._layout(self._width):
-            self._render_summary()
-
-    def _layout(self, width: int) -> tuple[bool, bool]:
-        return wide_enough(self.verdict, width - 4), width - 4 >= 110
-
-    # ------------------------------------------------------------------ rendering
-
-    def _safely(self, build, what: str):
-        """A part of the view; a verdict too damaged to draw says so instead of raising."""
-        try:
-            return build()
-        except Exception as exc:
-            return safe(f"cannot show {what}: {type(exc).__name__}: {exc}", style="red")
-
-    def _render_summary(self) -> None:
-        self._width = self.size.width or 120
-        parts = sections(self.verdict, self._width - 4, self.compare)
-        self.parts = parts
-        for name in SECTIONS:
-            widget = self.query_one(f"#r-{name}", Static)
-            part = parts.get(name)
-            widget.display = part is not None
-            if part is not None:
-                widget.update(part)
-
-    def _fill_items(self) -> None:
-        table = self.query_one("#r-items", DataTable)
-        table.clear(columns=True)
-        verdict = self.verdict
-        base, other = prompt_label(verdict, 0), prompt_label(verdict, self.compare)
-        table.add_column("item")
-        table.add_column("category")
-        table.add_column(safe(_label(base, 12)))
-        if self.compare:
-            table.add_column(safe(_label(other, 12)))
-            table.add_column("win−½" if pairwise(verdict) else "Δ")
-        table.add_column("query")
-        items = items_of(verdict)
-        try:
-            self.shown = filter_items(verdict, self.compare, self.which)
-        except Exception:
-            self.shown = list(range(len(items)))
-        for row, i in enumerate(self.shown):
-            item = items[i]
-            d = item_delta(verdict, item, self.compare) if self.compare else None
-            cells = [safe(_label(item.get("item"), 10)), safe(_label(_categories(item), 14)),
-                     safe(_num(_result(item, 0).get("score")))]
-            if self.compare:
-                cells += [safe(_num(_result(item, self.compare).get("score"))),
-                          safe(_num(d, "+.2f"), style="green" if d is not None and d > TIE
-                               else "red" if d is not None and d < -TIE else "")]
-            cells.append(safe(head(item.get("query"), 60)))
-            table.add_row(*cells, key=str(row))
-        shown = len(self.shown)
-        line = Text()
-        line.append_text(safe(f"Items {self.FILTERS[self.which]}: {shown} of {len(items)}"
-                              + (f"  ·  Δ = {other} − {base}" if self.compare else ""),
-                              style="bold"))
-        line.append("\nw worse · b better · a all · s other answer · [ ] sample · z/enter full text"
-                    + (" · p next prompt" if len(prompts_of(verdict)) > 2 else ""), style="dim")
-        self.query_one("#r-filter", Static).update(line)
-        self.current = self.shown[0] if self.shown else None
-        self.sample = 0
-        self._render_detail()
-
-    def _render_detail(self) -> None:
-        detail = self.query_one("#r-detail", Static)
-        items = items_of(self.verdict)
-        if self.current is None or self.current >= len(items):
-            empty = {"worse": "no item got worse", "better": "no item got better",
-                     "all": "no item in this verdict"}[self.which]
-            self.detail = Text(empty, style="dim")
-        else:
-            item = items[self.current]
-            self.detail = self._safely(lambda: item_detail(self.verdict, item, self.compare,
-                                                           self.sample, self.side), "the item")
-        detail.update(self.detail)
-
-    @on(DataTable.RowHighlighted, "#r-items")
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        try:
-            row = int(event.row_key.value)
-        except (TypeError, ValueError):
-            return
-        if 0 <= row < len(self.shown) and self.current != self.shown[row]:
-            self.current = self.shown[row]
-            self.sample = 0
-            self._render_detail()
-
-    @on(DataTable.RowSelected, "#r-items")
-    def _selected(self) -> None:
-        self.action_full()
-
-    # ------------------------------------------------------------------ actions
-
-    def action_close(self) -> None:
-        self.dismiss(None)
-
-    def action_tab(self, which: str) -> None:
-        tabs = self.query_one(TabbedContent)
-        tabs.active = f"r-tab-{which}"
-        (self.query_one("#r-items") if which == "items" else
-         self.query_one("#r-summary-scroll")).focus()
-
-    def action_filter(self, which: str) -> None:
-        self.which = which
-        self._fill_items()
-        self.action_tab("items")
-
-    def action_side(self) -> None:
-        if self.compare:
-            self.side = 1 - self.side
-            self._render_detail()
-
-    def action_sample(self, step: int) -> None:
-        if self.current is None:
-            return
-        item = items_of(self.verdict)[self.current]
-        k = max(len(_samples(item, 0)), len(_samples(item, self.compare)), 1)
-        self.sample = (self.sample + step) % k
-        self._render_detail()
-
-    def action_next_prompt(self) -> None:
-        n = len(prompts_of(self.verdict))
-        if n <= 2:
-            return
-        self.compare = self.compare % (n - 1) + 1
-        self._render_summary()
-        self._fill_items()
-
-    def action_full(self) -> None:
-        if self.current is None:
-            from .app import toast
-
-            toast(self, "no item selected", severity="warning")
-            return
-        item = items_of(self.verdict)[self.current]
-        index = self.compare if self.side == 1 else 0
-        title = safe(f"Full text · item {_label(item.get('item'), 30)} · "
-                     f"{_label(prompt_label(self.verdict, index), 40)}   (esc back)", style="bold")
-        body = self._safely(lambda: full_text(self.verdict, item, index, self.sample), "the answer")
-        self.app.push_screen(FullTextScreen(title, body))
-
-    def action_help(self) -> None:
-        from .app import HelpScreen
-
-        self.app.push_screen(HelpScreen(RESULTS_KEYS, "Results keys"))

@@ -1,4 +1,8 @@
-"""Method-specific parts of the workbench: the Response and Reward tabs, label suffixes.
+"""The node detail of the workbench: what the tabs show for the selected node. Prompt (its
+text and error), Critique, Diff (against its parent) and Calls (the model calls made for
+it) are the same for every method; Response and Reward are each method's own
+(`response_view`, `reward_view`: DRPO's judged answer and aspect scores, VAPO's validation
+answers and MCTS statistics, PICACO's pools and conformity).
 
 Each function takes the workbench snapshot and one node and returns something Rich can
 render; all model, data and session text goes through `safe` (plain text, escapes
@@ -7,24 +11,59 @@ from the session go through `number`, so a damaged or hostile value shows as tex
 """
 from __future__ import annotations
 
+import difflib
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .text import head, number, safe
+from ..text import head, number, safe
+from .plots import conformity_chart
 
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# ----------------------------------------------------------------------------- every method
+
+def prompt_text(node: dict) -> Text:
+    """The Prompt tab: the node's id, kind and status, its text, and its error if it failed."""
+    prompt = safe(f"{node['id']} · {node['kind']} · {node['status']}"
+                  f"{' · accepted' if node['accepted'] else ''}\n\n", style="bold")
+    prompt.append_text(safe(node["text"]))
+    if node.get("error"):
+        prompt.append_text(safe(f"\n\nerror: {node['error']}", style="red"))
+    return prompt
 
 
-def label_suffix(snap: dict, node: dict) -> str:
-    """Short per-node statistics after the reward in the tree label."""
-    stats = snap.get("stats", {}).get(node["id"])
-    if not stats:
-        return ""
-    if snap["family"] == "vapo":
-        u = "" if stats.get("UCT") is None else f" U{number(stats['UCT'])}"
-        return f"Q{number(stats.get('Q'))} N{number(stats.get('N'), 'd')}{u} "
-    return ""  # PICACO: the reward shown is TC_e (OPRO: its score)
+def critique_text(node: dict) -> Text:
+    critique = Text("Critique (c to edit, g to regenerate from it)\n\n", style="bold")
+    critique.append_text(safe(node.get("critique") or "—"))
+    return critique
+
+
+def diff_text(snap: dict, node: dict) -> Text:
+    """The node's text against its parent's, as a unified diff."""
+    parent = snap["nodes"].get(node["parent"]) if node["parent"] else None
+    if parent is None:
+        return Text("a root has no parent")
+    out = Text()
+    for line in difflib.unified_diff(parent["text"].splitlines(), node["text"].splitlines(),
+                                     parent["id"], node["id"], lineterm=""):
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+        out.append_text(safe(line + "\n", style=style))
+    return out if out.plain else Text("no difference from the parent")
+
+
+def calls_table(snap: dict, node: dict) -> Table:
+    """The model calls made for the node: role, purpose, tokens, cost, latency, error."""
+    calls = Table(expand=True)
+    for col in ("call", "role", "purpose", "tokens", "cost", "latency", "error"):
+        calls.add_column(col)
+    for record in snap["calls"].get(node["id"], []):
+        calls.add_row(safe(record["id"]), safe(record["role"]), safe(record["purpose"]),
+                      safe(f"{record['tokens_in']}→{record['tokens_out']}"),
+                      safe("$" + number(record["cost"], ".5f")),
+                      safe("cached" if record["cached"] else number(record["latency"]) + "s"),
+                      safe(record.get("error") or ""))
+    return calls
 
 
 # ----------------------------------------------------------------------------- DRPO
@@ -214,30 +253,6 @@ def picaco_response(snap: dict, node: dict, prompt: int | None = None):
                                         for k, v in row["scores"].items())))
         parts.append(table)
     return Group(*parts)
-
-
-def _bar(value: float | None, width: int = 20, top: float = 5) -> str:
-    if not isinstance(value, (int, float)):
-        return "—"
-    filled = max(0.0, min(1.0, value / top)) * width
-    return "█" * int(filled) + ("▌" if filled - int(filled) >= 0.5 else "")
-
-
-def conformity_chart(evaluation: dict) -> Table:
-    """Per-value conformity (%) of the seed (root) and the final prompt on held-out prompts."""
-    n = evaluation.get("n")
-    table = Table(title=f"Held-out conformity per value (%, n = {n})", title_justify="left",
-                  expand=True)
-    table.add_column("value")
-    table.add_column("root", ratio=1)
-    table.add_column("final", ratio=1)
-    for name, pair in evaluation.get("per_value", {}).items():
-        table.add_row(safe(name), safe(f"{_bar(pair['root'], top=100)} {number(pair['root'])}"),
-                      safe(f"{_bar(pair['final'], top=100)} {number(pair['final'])}"))
-    if evaluation.get("root") is not None:
-        table.add_row(Text("overall", style="bold"), safe(number(evaluation["root"])),
-                      safe(number(evaluation.get("final"))))
-    return table
 
 
 def picaco_reward(snap: dict, node: dict):
