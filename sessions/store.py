@@ -832,6 +832,7 @@ def summarize(session: dict) -> dict:
         "id": session["id"], "name": session.get("name", ""), "method": session["method"],
         "status": session["status"], "steps": session["steps"], "nodes": len(nodes),
         "accepted": accepted,
+        "failed_nodes": sum(1 for n in nodes.values() if n.get("status") == "failed"),
         "calls": {role: usage.get(role, {}).get("calls", 0)
                   for role in ("base", "optimizer", "evaluator", "judge")
                   if role in usage or role != "judge"},

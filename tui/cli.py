@@ -4,7 +4,8 @@
                     [--retry-failed] [--allow-large]
     promptarbor sessions list [--store DIR] [--json]
     promptarbor sessions show ID [--store DIR] [--json]
-    promptarbor export ID [--node NODE] [--format txt|md|json] [-o FILE] [--store DIR]
+    promptarbor export ID [--node NODE] [--format txt|md|json|messages|promptfoo|dspy|jinja]
+                          [-o FILE] [--store DIR]
     promptarbor tui [SESSION] [--store DIR]     (no command: the session browser)
     --verbose (before the command): dependencies' progress bars and logs on stderr
 
@@ -29,6 +30,8 @@ from pathlib import Path
 from promptarbor.tui.text import strip_escapes
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_STORE, EXIT_PARTIAL = 1, 2, 3, 4  # noqa: E501 (also tui.cli_eval)
+# sessions.export.FORMATS, named here so that parsing the command line imports nothing more
+EXPORT_FORMATS = ("txt", "md", "json", "messages", "promptfoo", "dspy", "jinja")
 _C1 = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 
@@ -105,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export a prompt (accepted node, else the final one)")
     exp.add_argument("id")
     exp.add_argument("--node")
-    exp.add_argument("--format", default="txt", choices=("txt", "md", "json"))
+    exp.add_argument("--format", default="txt", choices=EXPORT_FORMATS,
+                     help="txt, md (with the evaluation), json; messages (OpenAI chat), "
+                          "promptfoo (promptfooconfig.yaml), dspy (Predict state), jinja")
     exp.add_argument("-o", "--output")
     exp.add_argument("--store")
 
@@ -397,6 +402,35 @@ async def _run(runner, steps: int | None, retry_failed: bool = False) -> int:
     return 0
 
 
+def _evaluation_lines(ev: dict | None, session_id: str) -> list[str]:
+    """The held-out verdict (root vs final) in a few lines: each prompt's mean with its CI,
+    the paired difference with wins / ties / losses and whether it is clear."""
+    ev = ev or {}
+    if not ev.get("prompts"):
+        return []
+
+    def num(x, fmt=".2f"):
+        return "—" if not isinstance(x, (int, float)) else format(x, fmt)
+
+    def ci(pair, fmt=".2f"):
+        return f" [{num(pair[0], fmt)}, {num(pair[1], fmt)}]" if pair and len(pair) == 2 else ""
+
+    parts = [f"{_line(p.get('label'))} {num(p.get('mean'))}{ci(p.get('ci'))}"
+             + (f" ({p['errors']} failed samples left out)" if p.get("errors") else "")
+             for p in ev["prompts"]]
+    lines = [f"held-out evaluation ({_line(ev.get('judge'))}, n {ev.get('n')}): " + " · ".join(parts)]
+    d = ev.get("delta")
+    if d and isinstance(d.get("mean"), (int, float)):
+        pair = d.get("ci") if d.get("ci") and len(d["ci"]) == 2 else None
+        verdict = ("better" if pair and pair[0] > 0 else
+                   "worse" if pair and pair[1] < 0 else "no clear difference")
+        lines.append(f"  final − root: {d['mean']:+.3f}{ci(pair, '+.3f')} "
+                     f"wins {d.get('wins')} · ties {d.get('ties')} · losses {d.get('losses')}: "
+                     f"{verdict}")
+    lines.append(f"  report: promptarbor report {session_id} --format html -o report.html")
+    return lines
+
+
 def _print_summary(summary: dict) -> None:
     calls = summary["calls"]
     plan = summary["planned_calls"]
@@ -405,22 +439,8 @@ def _print_summary(summary: dict) -> None:
                                 for r in ("base", "optimizer", "evaluator", "judge")
                                 if r in calls or r in plan)
           + f"  cost ${summary['cost']:.4f}")
-    ev = summary.get("evaluation") or {}
-    if ev.get("prompts"):
-        def num(x):
-            return "—" if x is None else f"{x:.2f}"
-        parts = [f"{p['label']} {num(p['mean'])}"
-                 + (f" [{num(p['ci'][0])}, {num(p['ci'][1])}]" if p.get("ci") else "")
-                 + (f" ({p['errors']} failed samples left out)" if p.get("errors") else "")
-                 for p in ev["prompts"]]
-        print(f"held-out evaluation ({ev['judge']}, n {ev['n']}): " + " · ".join(parts))
-        d = ev.get("delta")
-        if d and d.get("mean") is not None:
-            verdict = ("better" if d["ci"] and d["ci"][0] > 0 else
-                       "worse" if d["ci"] and d["ci"][1] < 0 else "no clear difference")
-            print(f"  final − root: {d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
-                  f"wins {d['wins']} · ties {d['ties']} · losses {d['losses']}: {verdict}")
-        print(f"  report: promptarbor report {summary['session']} --format html -o report.html")
+    for line in _evaluation_lines(summary.get("evaluation"), summary["session"]):
+        print(line)
     if summary.get("parsed_first_time") is not None:
         print(f"structured answers parsed first time: {summary['parsed_first_time']:.0%}")
     if summary.get("failed_nodes"):
@@ -458,16 +478,8 @@ def cmd_sessions(args) -> int:
         if not rows:
             print(f"no sessions in {clean(store.root)}")
             return 0
-        print(f"{'id':10} {'method':14} {'status':8} {'steps':>5} {'nodes':>5} {'best':>5} "
-              f"{'cost':>8}  updated")
-        for r in rows:
-            if r["status"] == "corrupt":
-                print(f"{clean(r['id']):10} {'?':14} corrupt   {_line(r.get('error'))}")
-                continue
-            best = "—" if r["best_reward"] is None else f"{r['best_reward']:.2f}"
-            updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"]))
-            print(f"{clean(r['id']):10} {clean(r['method']):14} {clean(r['status']):8} "
-                  f"{r['steps']:5} {r['nodes']:5} {best:>5} {r['cost']:8.4f}  {updated}")
+        for line in _session_table(rows):
+            print(line)
         return 0
     try:
         session = store.load(args.id, move_aside=False)  # a read-only command moves nothing
@@ -475,13 +487,14 @@ def cmd_sessions(args) -> int:
     except StoreError as exc:
         _err(str(exc))
         return store_code(exc)
+    from promptarbor.sessions.export import heldout_status
+
     state = session.get("method_state", {})
     info["final"] = state.get("final")
-    info["failed_nodes"] = sum(1 for n in session["tree"]["nodes"].values()
-                               if n.get("status") == "failed")
     info["config"] = {"method": session["config"]["method"],
                       "models": {r: m["model"] for r, m in session["config"]["models"].items()},
                       "search": session["config"]["search"]}
+    info["evaluation"] = state.get("evaluation")  # the held-out verdict, as `run --json` gives it
     if args.json:
         print(to_json(info))
         return 0
@@ -490,7 +503,61 @@ def cmd_sessions(args) -> int:
         print(f"{key:12} {_line(info[key])}")
     print(f"{'calls':12} " + ", ".join(f"{r} {n}/{info['planned_calls'].get(r, 0)}"
                                       for r, n in info["calls"].items()))
+    lines = _evaluation_lines(info["evaluation"], info["id"])
+    if lines:
+        for line in lines:
+            print(line)
+    else:
+        print(f"{'held-out':12} {heldout_status(session)}")
     return 0
+
+
+def _fit(text: str, width: int, right: bool = False) -> str:
+    """`text` on one line in exactly `width` terminal cells: cut with "…", padded."""
+    from rich.cells import cell_len
+
+    text = _line(text)[:4 * width + 1]  # a long text cut early: at most `width` cells show
+    if cell_len(text) > width:
+        while text and cell_len(text) > width - 1:
+            text = text[:-1]
+        text += "…"
+    pad = " " * max(0, width - cell_len(text))
+    return pad + text if right else text + pad
+
+
+def _session_table(rows: list[dict]) -> list[str]:
+    """`sessions list` as a table that fits the terminal (at least 80 columns, even through
+    a pipe): the name takes the room left, 8 to 40 cells; a longer id or name is cut with
+    "…" (`--json` has them whole)."""
+    import shutil
+
+    width = max(80, min(shutil.get_terminal_size((80, 24)).columns, 160)) - 1
+    # method, status, nodes, failed nodes, best reward, cost, updated (month-day hour:minute)
+    fixed = [("method", 13, False), ("status", 7, False), ("nodes", 5, True),
+             ("fail", 4, True), ("best", 5, True), ("cost", 7, True), ("updated", 11, False)]
+    room = width - sum(w for _, w, _ in fixed) - 8  # for the id and the name (8 separators)
+    id_w = max(2, min(16, room - 8, max(len(_line(r["id"])) for r in rows)))
+    name_w = max(8, min(40, room - id_w))
+
+    def row(cells: list[str]) -> str:
+        specs = [(id_w, False), (name_w, False)] + [(w, r) for _, w, r in fixed]
+        return " ".join(_fit(c, w, r) for c, (w, r) in zip(cells, specs)).rstrip()
+
+    out = [row(["id", "name"] + [h for h, _, _ in fixed])]
+    for r in rows:
+        if r["status"] == "corrupt":
+            line = f"{_fit(r['id'], id_w)} {_fit('?', name_w)} corrupt "
+            out.append(line + _fit(r.get("error"), max(10, width - len(line))).rstrip())
+            continue
+        best = r.get("best_reward")
+        best = ("—" if best is None else f"{best:.2f}" if abs(best) < 10 else
+                f"{best:.1f}" if abs(best) < 1000 else f"{best:.0f}")
+        cost = r.get("cost") or 0.0
+        updated = time.strftime("%m-%d %H:%M", time.localtime(r.get("updated") or 0))
+        out.append(row([r["id"], r.get("name") or "", r["method"], r["status"], str(r["nodes"]),
+                        str(r.get("failed_nodes", 0)), best,
+                        f"{cost:.4f}" if cost < 10 else f"{cost:.2f}", updated]))
+    return out
 
 
 # --------------------------------------------------------------------------- export
@@ -512,7 +579,7 @@ def _export_target(output: str, store) -> Path:
 
 
 def cmd_export(args) -> int:
-    from promptarbor.sessions.export import export
+    from promptarbor.sessions.export import JSON_FORMATS, export
     from promptarbor.sessions.store import SessionStore, StoreError
 
     try:
@@ -529,8 +596,13 @@ def cmd_export(args) -> int:
     except KeyError as exc:
         _err(str(exc.args[0]))
         return EXIT_CONFIG
-    # text formats are for people: no terminal control sequences; JSON escapes them itself
-    text = _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if args.format == "json" else clean(text)
+    # JSON keeps every string exact (JSON escapes, C1 controls included); the promptfoo YAML
+    # and the Jinja template are made safe by the exporter (escapes, template literals); the
+    # text formats are for people: terminal control sequences removed
+    if args.format in JSON_FORMATS:
+        text = _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    elif args.format in ("txt", "md"):
+        text = clean(text)
     if target is not None:
         try:
             target.write_text(text, encoding="utf-8")
