@@ -2,7 +2,9 @@
 or a session's workbench), the themes and the saved theme setting, the command palette's
 hookup, and the engine side every screen calls: opening a session's runner on the
 `EngineThread`, the workbench's snapshots, creating and renaming sessions, the comparison
-evaluations (their own thread), the Results views and exports.
+evaluations (their own thread), the Results views and exports; navigation between the
+screens (a workbench opened from the browser goes back to it and gives its session back) and
+quitting (ctrl+q anywhere; asks first while a run or a comparison is in progress).
 
 Engine work runs on `EngineThread` (its own event loop); the screens only render snapshots
 and send the person's commands. Model, provider, data-file and session text is always shown
@@ -27,7 +29,7 @@ from promptarbor.engine.config import family
 from .commands import screen_commands
 from .engine_thread import EngineThread
 from .screens.browser import BrowserScreen
-from .screens.modals import HelpScreen
+from .screens.modals import ConfirmScreen, HelpScreen
 from .screens.results import ResultsScreen
 from .screens.workbench import WorkbenchScreen
 from .settings import settings_path
@@ -38,7 +40,8 @@ class PromptArborApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "PromptArbor"
     SCREENS = {"help": HelpScreen}
-    BINDINGS = [Binding("ctrl+c", "quit", "quit", show=False, priority=True)]
+    BINDINGS = [Binding("ctrl+c", "quit", "quit", show=False, priority=True),
+                Binding("ctrl+q", "quit", "quit", show=False, priority=True)]
 
     def __init__(self, store_dir: str | Path | None = None, session_id: str | None = None):
         super().__init__()
@@ -53,6 +56,7 @@ class PromptArborApp(App):
         self._eval_thread: EngineThread | None = None  # evaluations: their own loop, on demand
         self._eval_runners: list = []
         self._runners: list = []
+        self._asking_quit = False
         for theme in THEMES:
             self.register_theme(theme)
         self.theme = self._saved_theme()
@@ -74,19 +78,93 @@ class PromptArborApp(App):
 
     def get_system_commands(self, screen: Screen):
         yield from super().get_system_commands(screen)
-        yield from screen_commands(screen, self._show_help)
+        # the help of the screen the palette was opened on (not of the palette itself)
+        yield from screen_commands(screen, lambda: self._show_help(screen))
 
-    def _show_help(self) -> None:
-        screen = self.screen
-        if isinstance(screen, (WorkbenchScreen, BrowserScreen, ResultsScreen)):
-            screen.action_help()
-        else:
-            self.push_screen(HelpScreen())
+    def _show_help(self, screen: Screen | None = None) -> None:
+        """The key table of `screen` (by default the current one): its own `action_help`,
+        else the keys its bindings describe; the app-wide keys come below either way."""
+        screen = screen or self.screen
+        show = getattr(screen, "action_help", None)
+        if callable(show):
+            show()
+            return
+        keys = []
+        for binding in getattr(screen, "BINDINGS", []):
+            if isinstance(binding, Binding) and binding.description:
+                keys.append((binding.key_display or binding.key.replace(",", " / "),
+                             binding.description))
+        name = type(screen).__name__.removesuffix("Screen") or "screen"
+        self.push_screen(HelpScreen(keys, f"{name} keys"))
 
     def on_mount(self) -> None:
-        self.push_screen(BrowserScreen())
-        if self.start_session:
+        if self.start_session:  # `promptarbor tui ID`: the workbench alone; q quits
             self.push_screen(WorkbenchScreen(self.start_session))
+        else:
+            self.push_screen(BrowserScreen())
+
+    def on_app_focus(self) -> None:
+        """The terminal got the focus back: the browser shows the store as it is now."""
+        if isinstance(self.screen, BrowserScreen):
+            self.screen.refresh_from_store()
+
+    # ------------------------------------------------------------------ navigation
+
+    def action_quit(self) -> None:
+        """ctrl+q anywhere (and q where it quits): leave the app. While a run or a comparison
+        is in progress, ask first; pressed again while asking, quit at once. Every finished
+        step is saved either way."""
+        working = [s for s in self.screen_stack
+                   if isinstance(s, WorkbenchScreen) and s.in_progress()]
+        if not working or self._asking_quit:
+            for screen in working:
+                screen.pause_all()
+            self.exit()
+            return
+        what = working[-1].in_progress()
+        question = ("A run is in progress. Pause it and quit? (every finished step is saved)"
+                    if what == "run" else
+                    "A comparison is in progress. Pause it and quit? (every finished batch is "
+                    "saved; V on the same nodes resumes it)")
+
+        def done(yes: bool | None) -> None:
+            self._asking_quit = False
+            if yes:
+                for screen in working:
+                    screen.pause_all()
+                self.exit()
+        self._asking_quit = True
+        self.push_screen(ConfirmScreen(question), done)
+
+    def back_to_browser(self, screen: Screen) -> None:
+        """Close `screen` (the current one) and show the browser: the one below it, or a
+        new one when the screen was opened directly (`promptarbor tui ID`)."""
+        stack = self.screen_stack
+        below = stack[:stack.index(screen)] if screen in stack else []
+        if any(isinstance(s, BrowserScreen) for s in below):
+            if self.screen is screen:
+                self.pop_screen()
+        elif self.screen is screen:
+            self.switch_screen(BrowserScreen())
+        else:
+            self.push_screen(BrowserScreen())
+
+    def release_runner(self, runner) -> None:
+        """A workbench closed without quitting: its runner paused, its cache closed and its
+        session's lock given back, on the engine thread after the work already sent there
+        (so opening the session again, sent later, finds it free)."""
+        if runner in self._runners:
+            self._runners.remove(runner)
+        session_id = runner.session["id"]
+
+        async def release() -> None:
+            for close in (runner.pause, runner.gateway.close,
+                          lambda: self.store.unlock(session_id)):
+                try:
+                    close()
+                except Exception:
+                    pass
+        asyncio.run_coroutine_threadsafe(release(), self.engine.loop)
 
     # ------------------------------------------------------------------ engine side
 
@@ -257,13 +335,14 @@ class PromptArborApp(App):
         self.push_screen(ResultsScreen(result, kind="evaluation"))
 
     def export_session(self, session_id: str, node_id: str | None, session: dict | None = None):
-        from promptarbor.sessions.export import export
+        from promptarbor.sessions.export import export, file_name
 
         try:
             # read-only: a corrupt file is reported, never moved aside
             session = session or self.store.load(session_id, move_aside=False)
             text = export(session, node_id, "md")
-            target = Path.cwd() / f"promptarbor-{session_id}-{node_id or 'final'}.md"
+            # named after the node actually exported (accepted, final or best so far)
+            target = Path.cwd() / file_name(session, node_id, "md")
             target.write_text(text, encoding="utf-8")
             toast(self, f"exported to {target}")
         except Exception as exc:

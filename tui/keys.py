@@ -1,7 +1,8 @@
 """The key tables the help screens show: the workbench's (`KEYS`, with the tree's icons),
 the session browser's and the Results view's. Each is a list of (key, what it does); the
 keys themselves are bound on each screen, and the command palette's lists are in
-`tui.commands`.
+`tui.commands`. `APP_KEYS` work on every screen: the help screen adds them below each
+screen's own table.
 """
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ KEYS = [
     ("v", "results of the session's held-out evaluation (root vs final)"),
     ("m", "mark / unmark the selected node (⚑) to compare it"),
     ("V", "compare the marked node with the selected one on the held-out set"),
-    ("?", "help"), ("ctrl+p", "command palette"),
-    ("q", "quit (the session is saved either way)"),
+    ("1–6", "the detail's tabs: Prompt, Response, Reward, Critique, Diff, Calls"),
+    ("z", "the active tab in full (every cut text whole), scrollable; escape back"),
+    ("C", "candidates: every scored node ranked by reward (enter shows it in the tree)"),
+    ("/", "filter the tree: words, an id, or best final accepted beam pruned failed open (escape clears)"),
+    ("?", "these keys"),
+    ("escape", "back to the browser (the session is saved; a run asks first)"),
+    ("q", "back to the browser; opened directly on one session: quit"),
 ]
 
 BROWSER_KEYS = [
@@ -25,8 +31,8 @@ BROWSER_KEYS = [
     ("e", "move between the sessions and the evaluations"),
     ("v", "results of the session's held-out evaluation (root vs final)"),
     ("n", "new session"), ("r", "rename the session"), ("d", "delete the session"),
-    ("o", "export the session's prompt (markdown file)"), ("?", "help"),
-    ("ctrl+p", "command palette"), ("q", "quit"),
+    ("o", "export the session's prompt (markdown file)"), ("?", "these keys"),
+    ("q", "quit"),
 ]
 
 RESULTS_KEYS = [
@@ -37,5 +43,17 @@ RESULTS_KEYS = [
     ("[ / ]", "previous / next sample of the item (k > 1)"),
     ("p", "compare the next prompt with the baseline (3 prompts or more)"),
     ("z / enter", "the focused answer's full text"),
-    ("?", "help"), ("escape / q", "back"),
+    ("?", "these keys"), ("escape / q", "back"),
+]
+
+# every screen: shown below each screen's own keys
+APP_KEYS = [
+    ("ctrl+p", "command palette (this screen's actions, the themes)"),
+    ("ctrl+q", "quit PromptArbor (asks first while a run or a comparison is in progress)"),
+]
+
+CANDIDATES_KEYS = [
+    ("up / down", "move through the ranked nodes"),
+    ("enter", "back to the workbench with that node shown and selected in the tree"),
+    ("?", "these keys"), ("escape / q", "back to the workbench"),
 ]
