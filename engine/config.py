@@ -50,7 +50,12 @@ DEFAULT_MAX_TOKENS = {"base": 1024, "optimizer": 1500, "evaluator": 1200, "judge
 # (the papers evaluate with a separate, stronger judge; by default the evaluator's model).
 JUDGE_ROLE = "judge"
 
-ROLE_KEYS = {"model", "api_base", "api_key_env", "temperature", "max_tokens", "timeout", "extra"}
+ROLE_KEYS = {"model", "api_base", "api_key_env", "temperature", "max_tokens", "timeout", "extra",
+             "deployments",  # deployments: engine.deployments
+             "structured"}   # structured: what a structured answer is sent with (engine.gateway)
+# [models.*] structured: "auto" (a JSON schema where litellm says the model takes one, and
+# to the embedded model), "json_schema", "json_object" or "off".
+STRUCTURED_MODES = ("auto", "json_schema", "json_object", "off")
 
 # DRPO hyper-parameters (paper App. A.1): ICL search W1 M1 D5, prompt search W2 M3 D20, K=2.
 DRPO_SEARCH_DEFAULTS: dict[str, Any] = {
@@ -226,7 +231,7 @@ DATA_LIMITS = {"drpo": DRPO_DATA_LIMITS, "vapo": VAPO_DATA_LIMITS, "picaco": {}}
 # receives `extra` last, so these would bypass the checks above.
 RESERVED_EXTRA = {"model", "messages", "temperature", "max_tokens", "max_completion_tokens",
                   "timeout", "request_timeout", "n", "num_retries", "max_retries", "api_base",
-                  "base_url", "stream", "seed"}
+                  "base_url", "stream", "seed", "response_format"}
 
 # A session whose plan needs more calls than this is refused unless allowed (--allow-large).
 MAX_PLANNED_CALLS = 100_000
@@ -414,6 +419,8 @@ def _budget(section: Any) -> dict:
 # --------------------------------------------------------------------------- sections
 
 def _models(section: Any, method: str) -> dict:
+    from .deployments import role_settings
+
     if not isinstance(section, dict):
         raise ConfigError(f"[models] must be a table, got {_kind(section)}")
     _no_unknown(section, set(ROLES) | {"default", JUDGE_ROLE}, "models")
@@ -431,9 +438,14 @@ def _models(section: Any, method: str) -> dict:
             "max_tokens": merged.get("max_tokens", DEFAULT_MAX_TOKENS[role]),
             "timeout": merged.get("timeout"),
             "extra": merged.get("extra", {}),
+            "structured": merged.get("structured", "auto"),
         }
+        if "deployments" in tables[role]:  # several endpoints behind one logical model
+            out[role].update(role_settings(tables[role]))
     if family(method) == "picaco" and not tables["optimizer"].get("model") \
-            and not tables["default"].get("model") and tables["base"].get("model"):
+            and not tables["optimizer"].get("deployments") \
+            and not tables["default"].get("model") \
+            and (tables["base"].get("model") or tables["base"].get("deployments")):
         # PICACO's refiner is the target model unless set (the paper: "typically the target
         # model"), with the optimizer's own temperature and token budget
         out["optimizer"] = {**out["base"], "temperature": out["optimizer"]["temperature"],
@@ -445,12 +457,18 @@ def _models(section: Any, method: str) -> dict:
                        "max_tokens": DEFAULT_MAX_TOKENS[JUDGE_ROLE],
                        **{k: v for k, v in judge.items()}}
     out[JUDGE_ROLE].setdefault("extra", {})
-    out[JUDGE_ROLE]["own_model"] = bool(judge.get("model"))
+    if "deployments" in judge:
+        out[JUDGE_ROLE].update(role_settings(judge))
+    elif judge.get("model") or judge.get("api_base"):  # its own endpoint, not the evaluator's
+        out[JUDGE_ROLE].pop("deployments", None)
+    out[JUDGE_ROLE]["own_model"] = bool(judge.get("model") or judge.get("deployments"))
     return out
 
 
 def _role_table(table: Any, where: str) -> dict:
     """One [models.*] table, checked: only the keys it gives."""
+    from .deployments import check_role_table
+
     if not isinstance(table, dict):
         raise ConfigError(f"[{where}] must be a table, got {_kind(table)}")
     _no_unknown(table, ROLE_KEYS, where)
@@ -465,13 +483,18 @@ def _role_table(table: Any, where: str) -> dict:
             out[key] = _number(table[key], f"{where}.{key}", lim)
     if "extra" in table:
         out["extra"] = _extra(table["extra"], where)
+    if "structured" in table and table["structured"] not in STRUCTURED_MODES:
+        raise ConfigError(f"[{where}] structured must be one of "
+                          f"{', '.join(STRUCTURED_MODES)}, got {_show(table['structured'])}")
+    if "deployments" in table:
+        out["deployments"] = check_role_table(table, where)
     return {k: v for k, v in out.items() if v is not None}
 
 
 _EXTRA_HINTS = {
     "model": "model", "temperature": "temperature", "max_tokens": "max_tokens",
     "max_completion_tokens": "max_tokens", "timeout": "timeout", "request_timeout": "timeout",
-    "api_base": "api_base", "base_url": "api_base",
+    "api_base": "api_base", "base_url": "api_base", "response_format": "structured",
 }
 
 

@@ -30,7 +30,8 @@ from typing import Any
 
 from . import stats
 from .gateway import CallFailed
-from .parsing import ParseError, extract_json, parse_score, parse_scores
+from . import schemas as S
+from .parsing import parse_answer, parse_scores
 from .prompts import evaluation as P
 
 JUDGES = ("aspects", "accuracy", "conformity", "rubric", "pairwise")
@@ -284,24 +285,22 @@ class Evaluation:
         if judge == "aspects":
             safety = self.spec.get("safety_category", "safety")
             aspects = P.SAFETY_ASPECTS if safety in item.get("categories", []) else P.REGULAR_ASPECTS
-            from .prompts.drpo import scores_schema
+            from .prompts.drpo import scores_model
 
+            model = scores_model(aspects)
             scores, _ = await gateway.ask(
                 "judge", [{"role": "user", "content": P.aspects_judge(item["query"], response, aspects)}],
-                lambda text: parse_scores(text, aspects), purpose="eval judge",
-                schema=scores_schema(aspects))
+                lambda text: parse_scores(text, aspects, model=model), purpose="eval judge",
+                schema=model)
             metrics = {a: {"score": float(v.score), "rationale": v.rationale} for a, v in scores.items()}
             return {"score": stats.mean([m["score"] for m in metrics.values()]), "metrics": metrics}
         if judge == "rubric":
             def parse(text: str) -> dict:
-                obj = {str(k).strip().lower(): v for k, v in extract_json(text, ("score",)).items()}
-                if "score" not in obj:
-                    raise ParseError("the verdict has no score")
-                return {"score": parse_score(obj["score"]),
-                        "rationale": str(obj.get("rationale") or obj.get("reason") or "")}
+                verdict = parse_answer(text, S.Rubric)  # "reason" counts for "rationale"
+                return {"score": verdict.score, "rationale": verdict.rationale}
             verdict, _ = await gateway.ask(
                 "judge", [{"role": "user", "content": P.rubric_judge(self.spec["rubric"], item["query"], response)}],
-                parse, purpose="eval judge", schema=P.RUBRIC_SCHEMA)
+                parse, purpose="eval judge", schema=S.Rubric)
             return {"score": float(verdict["score"]),
                     "metrics": {"rubric": {"score": float(verdict["score"]), "rationale": verdict["rationale"]}}}
         # conformity
@@ -309,10 +308,11 @@ class Evaluation:
 
         values = self.spec["values"]
         names = [v["name"] for v in values]
+        model = PP.judge_model(names)
         scores, _ = await gateway.ask(
             "judge", [{"role": "user", "content": PP.judge(values, item["query"], response, False)}],
-            lambda text: parse_scores(text, names), purpose="eval judge",
-            schema=PP.judge_schema(names))
+            lambda text: parse_scores(text, names, model=model), purpose="eval judge",
+            schema=model)
         metrics = {n: {"score": stats.conformity_percent(scores[n].score),
                        "rationale": scores[n].rationale} for n in names}
         mu = stats.mean([m["score"] for m in metrics.values()])
@@ -326,13 +326,11 @@ class Evaluation:
 
     async def _relevance_score(self, gateway, item: dict) -> dict:
         def parse(text: str) -> dict:
-            obj = {str(k).strip().lower(): v for k, v in extract_json(text, ("score",)).items()}
-            if "score" not in obj:
-                raise ParseError("the verdict has no score")
-            return {"score": parse_score(obj["score"]), "reason": str(obj.get("reason") or "")}
+            verdict = parse_answer(text, S.Relevance)
+            return {"score": verdict.score, "reason": verdict.reason}
         verdict, _ = await gateway.ask(
             "judge", [{"role": "user", "content": P.relevance_judge(self.spec["values"], item["query"])}],
-            parse, purpose="eval relevance", schema=P.RELEVANCE_SCHEMA)
+            parse, purpose="eval relevance", schema=S.Relevance)
         return verdict
 
     async def _pairwise(self, gateway, p: int, item: dict, s: int) -> dict:
@@ -345,16 +343,13 @@ class Evaluation:
         response = await self._respond(gateway, p, item, s)
 
         def parse(text: str) -> dict:
-            obj = {str(k).strip().lower(): v for k, v in extract_json(text, ("winner",)).items()}
-            winner = str(obj.get("winner", "")).strip().strip(".").lower()
-            if winner not in ("a", "b", "tie"):
-                raise ParseError(f"the verdict names no winner ({winner[:20]!r})")
-            return {"winner": winner, "reasoning": str(obj.get("reasoning") or "")}
+            verdict = parse_answer(text, S.Pairwise)  # winner: "A", "B" or "tie"
+            return {"winner": verdict.winner.lower(), "reasoning": verdict.reasoning}
         orders = []
         for first, second, prompt_is in ((response, baseline, "a"), (baseline, response, "b")):
             verdict, _ = await gateway.ask(
                 "judge", [{"role": "user", "content": P.pairwise_judge(item["query"], first, second)}],
-                parse, purpose="eval pairwise", schema=P.PAIRWISE_SCHEMA)
+                parse, purpose="eval pairwise", schema=S.Pairwise)
             outcome = 0.5 if verdict["winner"] == "tie" else (1.0 if verdict["winner"] == prompt_is else 0.0)
             orders.append({**verdict, "prompt_was": prompt_is.upper(), "outcome": outcome})
         score = stats.mean([o["outcome"] for o in orders])

@@ -4,6 +4,8 @@ Roles are `base` (the model being aligned), `optimizer` and `evaluator`. Every c
 goes through `Gateway.call` (plain text) or `Gateway.ask` (an answer that must parse):
 
 * concurrency: one asyncio semaphore per endpoint (api_base, else the provider prefix);
+* a role that lists several deployments is served by a litellm Router (engine.deployments:
+  load balancing, rpm/tpm limits, cooldowns, failover); everything else here is unchanged;
 * retries with exponential backoff and jitter on 429, 5xx, timeouts, connection errors and
   unreadable bodies; a Retry-After header is honoured. (litellm's own `num_retries`
   retries every exception on a fixed schedule and hides the attempts from us, so the loop
@@ -11,7 +13,13 @@ goes through `Gateway.call` (plain text) or `Gateway.ask` (an answer that must p
 * a persistent response cache (diskcache) keyed by everything that shapes the answer plus a
   sample index and a parse-attempt index, so M samples differ yet a resumed or repeated run
   replays them without paying again;
-* token and cost accounting per role (cost from litellm's price table) and a call log.
+* token and cost accounting per role (cost from litellm's price table) and a call log;
+* structured answers (`ask` with the answer's pydantic model from engine.schemas): its JSON
+  schema goes as `response_format` where the role's `structured` setting allows (see
+  `structured_mode`); a provider that refuses one with HTTP 400 is asked again without it,
+  and from then on. An answer that does not parse is asked again `parse_retries` times,
+  each retry with its own seed and a raised temperature (`retry_temperature`), for every
+  model: at temperature 0 the same request returns the same text.
 
 Answers and errors are untrusted. Empty or whitespace-only content is an error, retried
 like a 5xx and never cached. A non-retryable provider error (400, 401, 403, 404 / model
@@ -37,7 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .secrets import Redactor
+from .deployments import Deployments, MissingKey
+from .deployments import retry_after as _router_retry_after
+from .deployments import unavailable as _router_unavailable
+from .secrets import Redactor, key_env_names
 
 ROLES = ("base", "optimizer", "evaluator", "judge")  # judge: the held-out evaluation's
 
@@ -144,6 +155,8 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError, UnicodeDecodeError,
                         _EmptyAnswer)):
         return True
+    if _router_unavailable(exc):  # no deployment free right now; nothing was sent
+        return True
     if _fatal_status(exc) is not None:
         return False
     transient = tuple(
@@ -168,6 +181,9 @@ def _content(choice: Any) -> str:
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    wait = _router_retry_after(exc)  # every deployment cooling down: wait for the cooldown
+    if wait is not None:
+        return wait
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if not headers:
@@ -184,6 +200,31 @@ def _short_error(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
     return text[:300]
+
+
+def _check_failed(exc: ValueError) -> str:
+    """A short reason for a check that failed outside engine.parsing (pydantic's, say)."""
+    try:
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            from .schemas import reason_of
+
+            return reason_of(exc)
+    except ImportError:
+        pass
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+RETRY_TEMPERATURE_STEP = 0.3  # added per parse retry, up to 1.0 (never lowered)
+
+
+def retry_temperature(temperature: float, attempt: int) -> float:
+    """The temperature of parse attempt `attempt`: at temperature 0 a retry would return the
+    same unparseable answer, so each retry samples hotter (and has its own seed)."""
+    if attempt <= 0:
+        return temperature
+    return max(temperature, min(1.0, round(temperature + RETRY_TEMPERATURE_STEP * attempt, 4)))
 
 
 def _count(value: Any) -> int:
@@ -209,8 +250,12 @@ class Gateway:
         self.usage = {role: RoleUsage() for role in ROLES if role in models}
         self.log: list[dict] = []
         self._semaphores: dict[tuple, asyncio.Semaphore] = {}
-        self.redactor = Redactor(m.get("api_key_env") for m in models.values())
+        self.redactor = Redactor(key_env_names(models))
+        self.deployments = Deployments(models, settings)  # roles served by a litellm Router
         self._fatal: dict[str, str] = {}      # role -> reason; cleared by begin_step
+        # (model, api_base, response_format type) a provider refused (HTTP 400) -> the error
+        self.format_refused: dict[tuple, str] = {}
+        self._schema_support: dict[str, bool] = {}  # litellm.supports_response_schema
         self._pending: dict[str, dict] = {}   # paid answers the cache could not take yet
         self._cache = None
         if cache_dir is not None and settings.get("cache", True):
@@ -238,6 +283,7 @@ class Gateway:
         self._next_id = next_id if isinstance(next_id, int) else 0
 
     def close(self) -> None:
+        self.deployments.close()
         if self._cache is not None:
             try:
                 self._cache.close()
@@ -288,6 +334,8 @@ class Gateway:
     # ------------------------------------------------------------------ calls
 
     def _endpoint(self, role: str) -> str:
+        if role in self.deployments:
+            return self.deployments.endpoint(role)
         cfg = self.models[role]
         return cfg.get("api_base") or (cfg["model"] or "").split("/", 1)[0]
 
@@ -295,7 +343,9 @@ class Gateway:
         # one per endpoint and event loop: a semaphore is bound to the loop it first waits on
         key = (id(asyncio.get_running_loop()), endpoint)
         if key not in self._semaphores:
-            self._semaphores[key] = asyncio.Semaphore(self.settings["concurrency"])
+            # a role's deployments: `concurrency` each, spread by the router
+            size = self.settings["concurrency"] * self.deployments.width(endpoint)
+            self._semaphores[key] = asyncio.Semaphore(size)
         return self._semaphores[key]
 
     def cache_key(self, role: str, messages: list[dict], sample: int, attempt: int, n: int,
@@ -333,6 +383,9 @@ class Gateway:
         }
         self._emit({"kind": "call_started", "call": record["id"], "role": role,
                     "purpose": purpose, "node": node})
+        if attempt > 0:  # a parse retry: another sample, not the same greedy answer again
+            temperature = retry_temperature(
+                cfg["temperature"] if temperature is None else temperature, attempt)
         call_extra = {"stop": stop, "response_format": response_format}
         if temperature is not None:  # a per-call override (sampling), part of the cache key
             call_extra["temperature"] = temperature
@@ -353,6 +406,9 @@ class Gateway:
                 cfg = {**cfg, "temperature": temperature}
             texts, error = await self._request(role, cfg, messages, sample, attempt, n, stop,
                                                response_format, record)
+            if error is not None and record.pop("format_rejected", False):
+                texts, error = await self._without_format(role, cfg, messages, sample, attempt,
+                                                          n, stop, response_format, record, error)
             if error is None:
                 self._cache_set(key, {"texts": texts, "tokens_in": record["tokens_in"],
                                       "tokens_out": record["tokens_out"]})
@@ -392,6 +448,14 @@ class Gateway:
             kwargs["stop"] = stop
         if response_format:
             kwargs["response_format"] = response_format
+        routed = role in self.deployments
+        if routed:
+            try:
+                self.deployments.router(role)  # built at the role's first call: keys read now
+            except MissingKey as exc:
+                return [], str(exc)
+            except Exception as exc:  # litellm refused the model list
+                return [], self.redactor.redact(f"deployments of role {role}: {_short_error(exc)}")
         litellm = _litellm()
         usage = self.usage[role]
         retries = self.settings["retries"]
@@ -405,7 +469,13 @@ class Gateway:
                     if role in self._fatal:  # a sibling call hit a non-retryable error
                         last_error = f"not sent: {self._fatal[role]}"
                         break
-                    response = await litellm.acompletion(**kwargs)
+                    if routed:
+                        response = await self.deployments.acompletion(role, kwargs)
+                        tried = self.deployments.note(response, record)  # failed-over first
+                        record["requests"] += tried
+                        usage.requests += tried
+                    else:
+                        response = await litellm.acompletion(**kwargs)
                     texts = [self.redactor.redact(_content(c)) for c in response.choices]
                     self._account(role, response, record)
                     if not texts or any(not t.strip() for t in texts):
@@ -418,6 +488,9 @@ class Gateway:
                     if status is not None:
                         last_error = (f"{role} model {cfg['model']}: {FATAL_STATUS[status]} "
                                       f"(HTTP {status}): {last_error}")[:400]
+                        if status == 400 and response_format:  # `call` asks again without it
+                            record["format_rejected"] = True
+                            break
                         self._fatal.setdefault(role, last_error)
                         break
                     if i >= retries or not _retryable(exc):
@@ -452,18 +525,17 @@ class Gateway:
                   purpose: str, node: str | None = None, sample: int = 0,
                   schema: dict | None = None, stop: list[str] | None = None,
                   temperature: float | None = None) -> tuple[Any, dict]:
-        """A call whose answer must parse. Retries with fresh samples, then raises CallFailed.
+        """A call whose answer must parse. Retries with fresh samples (each with its own
+        seed and a raised temperature), then raises CallFailed.
 
-        `schema` (the answer's JSON schema) is sent to providers that decode under one: the
-        embedded model. Others get the meta-prompt's own format instructions, and every
+        `schema` (the answer's pydantic model from engine.schemas, or a JSON schema) goes as
+        `response_format` where the role's `structured` setting says so (see
+        `response_format`); the meta-prompt carries its own format instructions, and every
         answer is parsed robustly either way. Returns (parsed value, record of the call).
         """
         from .parsing import ParseError
 
-        response_format = None
-        if schema is not None and self.structured(role):
-            response_format = {"type": "json_schema",
-                               "json_schema": {"name": purpose.replace(" ", "_"), "schema": schema}}
+        response_format = None if schema is None else self.response_format(role, schema, purpose)
 
         reasons = []
         record: dict | None = None
@@ -478,9 +550,10 @@ class Gateway:
                 raise CallFailed(f"{purpose}: {result.error}", record)
             try:
                 return parse(result.text), record
-            except ParseError as exc:
-                reasons.append(str(exc))
-                record["error"] = f"unparseable answer: {exc}"
+            except ValueError as exc:  # ParseError, or a check that failed (ValidationError)
+                reason = str(exc) if isinstance(exc, ParseError) else _check_failed(exc)
+                reasons.append(reason)
+                record["error"] = f"unparseable answer: {reason}"
         self.usage[role].errors += 1
         raise CallFailed(f"{purpose}: answer did not parse after {len(reasons)} tries "
                          f"({'; '.join(dict.fromkeys(reasons))})", record)
@@ -488,7 +561,9 @@ class Gateway:
     def one_per_call(self, role: str) -> bool:
         """Whether this role's model gives one answer per call (the embedded model): n samples
         are then n calls."""
-        return self.structured(role)
+        from .local_model import is_embedded
+
+        return is_embedded(self.models[role].get("model") or "")
 
     async def samples(self, role: str, messages: list[dict], n: int, *, purpose: str,
                       node: str | None = None, sample: int = 0,
@@ -505,10 +580,72 @@ class Gateway:
         return result.texts, [result.record], result.error
 
     def structured(self, role: str) -> bool:
-        """Whether this role's model decodes under a JSON schema (the embedded model does)."""
+        """Whether this role's structured answers go with a response_format."""
+        return self.structured_mode(role) is not None
+
+    def structured_mode(self, role: str) -> str | None:
+        """What this role's model is sent for a structured answer: "json_schema",
+        "json_object" or None.
+
+        The role's `structured` setting decides: "off" sends nothing, "json_schema" and
+        "json_object" send that, and "auto" (the default) sends the JSON schema to the
+        embedded model (its grammar) and to every model for which
+        `litellm.supports_response_schema` says yes, else nothing. A provider that refused
+        a response_format with HTTP 400 (and answered without one) gets none for the rest
+        of the run.
+        """
         from .local_model import is_embedded
 
-        return is_embedded(self.models[role]["model"])
+        cfg = self.models[role]
+        mode = cfg.get("structured") or "auto"
+        model = cfg.get("model") or ""
+        if mode == "off" or not model:
+            return None
+        if mode == "auto":
+            if is_embedded(model):
+                mode = "json_schema"
+            elif self._supports_schema(model):
+                mode = "json_schema"
+            else:
+                return None
+        if (model, cfg.get("api_base"), mode) in self.format_refused:
+            return None
+        return mode
+
+    def _supports_schema(self, model: str) -> bool:
+        if model not in self._schema_support:
+            try:
+                support = bool(_litellm().supports_response_schema(model=model))
+            except Exception:  # an unknown provider: litellm cannot say
+                support = False
+            self._schema_support[model] = support
+        return self._schema_support[model]
+
+    def response_format(self, role: str, schema: Any, name: str) -> dict | None:
+        """The response_format for an answer described by `schema` (a pydantic model or a
+        JSON schema) from this role's model, or None (see `structured_mode`)."""
+        from .schemas import response_format
+
+        mode = self.structured_mode(role)
+        return None if mode is None else response_format(schema, name, mode)
+
+    async def _without_format(self, role, cfg, messages, sample, attempt, n, stop,
+                              response_format, record, error) -> tuple[list[str], str | None]:
+        """The provider refused a request with a response_format (HTTP 400): the same request
+        without one. If that is answered, the role's model gets no response_format of that
+        kind for the rest of the run (it is parsed from the text as any answer is)."""
+        texts, again = await self._request(role, cfg, messages, sample, attempt, n, stop, None,
+                                           record)
+        if again is not None:
+            return texts, again
+        where = (cfg.get("model"), cfg.get("api_base"), response_format.get("type"))
+        if where not in self.format_refused:
+            self.format_refused[where] = error
+            self._emit({"kind": "warning", "role": role, "node": record.get("node"),
+                        "message": f"{role} model {cfg.get('model')} refused a "
+                                   f"{response_format.get('type')} response_format; its "
+                                   f"structured answers are asked without one from now on"})
+        return texts, None
 
     def _emit(self, event: dict) -> None:
         if self.on_event is not None:

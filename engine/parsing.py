@@ -1,9 +1,10 @@
 """Robust parsing of untrusted LLM answers.
 
 Every answer a model gives to a meta-prompt is treated as untrusted text. The functions
-here find the JSON (or tagged text) in it, repair the usual mistakes models make, check
-the result, and either return clean Python values or raise :class:`ParseError` with a
-short reason a person can read. No other exception ever escapes a public function.
+here find the JSON (or tagged text) in it, repair the usual mistakes models make, apply
+the domain rules (aspect names, score forms), check the result against the answer's model
+(engine.schemas), and either return clean Python values or raise :class:`ParseError` with
+a short reason a person can read. No other exception ever escapes a public function.
 
 Public API
 ----------
@@ -13,32 +14,35 @@ Public API
 ``normalize_name``           compare aspect names ignoring case and separators.
 ``parse_reward_selection``   read the reward-selection answer (aspects to judge on).
 ``parse_scores``             read the scoring answer (one score per aspect).
-``parse_json_fields``        read named string fields (transition answers).
+``parse_json_fields``        read named string fields.
+``parse_answer``             read an answer with fixed keys and check it with its model.
 ``extract_tagged``           text between markers such as ``<START>`` and ``<END>``.
 
 How JSON is found
 -----------------
 1. Candidate containers are found by one linear bracket scan that knows about string
-   literals and escapes. Fenced blocks (```json ... ```) are looked at first.
-2. Each candidate is parsed with increasingly lenient attempts: plain JSON (raw control
-   characters allowed), then without ``//`` comments and trailing commas, then as a
-   Python literal (single quotes, True/False/None). A candidate that never closes (a
-   truncated answer) gets its missing quotes and brackets added; if that still fails,
-   its incomplete last item is dropped.
-3. If the text contains typographic quotes (“ ”), the whole search is repeated once with
-   them replaced by plain quotes.
-The number of candidates and the work spent on repairs are bounded, so even a 200 KB
-answer full of brackets is handled quickly.
+   literals and escapes; fenced blocks (```json ... ```) are looked at first. A container
+   that never closes (a truncated answer) runs to the end of the text, and the text after
+   its opening bracket is scanned again (it may be a stray "{" in prose).
+2. A candidate is read by ``json.loads``. If that fails and the candidate starts the way
+   JSON does (a quote or a closing bracket after "{"), ``json_repair`` repairs it: single
+   quotes, Python literals, comments, trailing commas, unescaped quotes inside strings,
+   typographic quotes, and the quotes and brackets a cut-off answer is missing.
+3. The work is bounded: at most MAX_CANDIDATES candidates per answer, REPAIR_BUDGET
+   characters handed to the (pure Python) repair and no repair of a candidate nested
+   deeper than MAX_REPAIR_NESTING (its recursion is slow there), so even a 200 KB answer
+   full of brackets is handled quickly. A longer or deeper broken candidate is not
+   repaired.
 """
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+
+import json_repair
 
 __all__ = [
     "ParseError",
@@ -50,15 +54,16 @@ __all__ = [
     "AspectScore",
     "parse_scores",
     "parse_json_fields",
+    "parse_answer",
     "extract_tagged",
 ]
 
 # Limits that keep the work per answer bounded.
-MAX_CANDIDATES = 20          # containers tried per pass over the text
+MAX_CANDIDATES = 20          # containers tried per answer
 MAX_FENCES = 10              # fenced blocks looked at before the whole text
 MAX_RESCANS = 3              # rescans after a "{" that never closes
-MAX_TRUNCATION_CUTS = 3      # incomplete trailing items dropped from a truncated object
-REPAIR_BUDGET = 300_000      # characters of slow (pure Python) repair work per answer
+REPAIR_BUDGET = 24_000       # characters handed to json_repair per answer
+MAX_REPAIR_NESTING = 40      # brackets open at once (strings not told apart) for a repair
 MAX_SEARCH_NODES = 200       # nested dicts visited when looking for a key
 
 
@@ -66,7 +71,7 @@ class ParseError(ValueError):
     """The answer could not be understood. ``str(error)`` is a short reason."""
 
 
-_FAIL = object()     # "this parse attempt did not work"
+_FAIL = object()     # "this candidate did not parse"
 _MISSING = object()  # "no such key"
 
 
@@ -170,166 +175,106 @@ def _find_key(obj: Any, *names: str, max_depth: int = 3) -> Any:
     return _MISSING
 
 
-# --------------------------------------------------------------------------- bracket scan
+# --------------------------------------------------------------------------- finding JSON
 
 _CLOSER = {"{": "}", "[": "]"}
 _OPENER_RE = re.compile(r"[{\[]")
-# Tokens that matter inside a container. A double-quoted string may be cut off by the end
-# of the text (group "q" then missing; group "bs" is a dangling backslash).
-_STRING = r'"(?:[^"\\]|\\.)*(?:(?P<q>")|(?P<bs>\\)?\Z)'
+# Tokens that matter inside a container: strings (a double-quoted one may run to the end
+# of a cut-off text) and brackets.
+_STRING = r'"(?:[^"\\]|\\.)*(?:(?P<q>")|\\?\Z)'
 _SINGLE = r"'(?:[^'\\\n]|\\.)*'"
 _TOKEN_RE = re.compile(rf"{_STRING}|{_SINGLE}|[{{}}\[\]]", re.S)
-_REPAIR_TOKEN_RE = re.compile(rf"{_STRING}|{_SINGLE}|[{{}}\[\],]", re.S)
-
 
 MAX_DEPTH = 500  # deeper nesting cannot be parsed anyway (json's recursion limit)
 
 
-class _Scan(NamedTuple):
-    """Result of :func:`_scan_containers`.
-
-    ``containers`` holds plain tuples ``(depth, start, end, opener)`` sorted outermost
-    first, then by position: ``depth`` counts the enclosing containers, ``end`` is None
-    for a container never closed (a truncated answer), ``opener`` is "{" or "[".
-    """
-    containers: list[tuple[int, int, Optional[int], str]]
-    closers: str       # closes every container left open, innermost first
-    open_string: str   # closes a string left open at the end ("" if none)
-    text_end: int      # where truncated containers end (drops a dangling backslash)
-
-    def suffix(self, depth: int) -> str:
-        """The text that closes the truncated container at ``depth`` and all inside it."""
-        return self.open_string + self.closers[: len(self.closers) - depth]
-
-
-def _scan_containers(text: str, pos: int = 0) -> _Scan:
+def _scan_containers(text: str, pos: int = 0) -> tuple[list[tuple[int, int, Optional[int], str]], str]:
     """Find ``{...}`` and ``[...]`` regions from ``pos`` in one linear pass.
 
+    Returns (containers, closing): plain tuples ``(depth, start, end, opener)`` sorted
+    outermost first, then by position (``end`` is None for a container that runs into the
+    end of the text), and the text that would close what is still open at the end (a
+    quote for a cut-off string, then the brackets, innermost first; "" if nothing is).
     String literals are respected inside containers; outside any container quotes are
     ignored (they belong to prose). A mismatched closing bracket, or nesting deeper than
-    MAX_DEPTH, abandons the open containers.
+    MAX_DEPTH, abandons the open ones.
     """
     stack: list[tuple[str, int]] = []
     found: list[tuple[int, int, Optional[int], str]] = []
-    cut_string = ""
+    cut_string = False
     while not stack:
         opening = _OPENER_RE.search(text, pos)
         if opening is None:
             break
         stack.append((opening.group(), opening.start()))
         pos, cut_string = _scan_inside(text, opening.end(), stack, found)
-    # A string cut off by the end of the text needs a closing quote; a dangling
-    # backslash is dropped first, or it would escape that quote.
-    text_end = len(text) - 1 if cut_string == "\\" else len(text)
-    open_string = '"' if cut_string else ""
-    # Whatever is still open ran into the end of the text.
-    for depth, (opener, start) in enumerate(stack):
+    for depth, (opener, start) in enumerate(stack):  # still open at the end of the text
         found.append((depth, start, None, opener))
-    found.sort()
-    closers = "".join(_CLOSER[opener] for opener, _ in reversed(stack))
-    return _Scan(found, closers, open_string, text_end)
+    found.sort(key=lambda c: (c[0], c[1]))
+    closing = "".join(_CLOSER[opener] for opener, _ in reversed(stack))
+    return found, ('"' if cut_string and stack else "") + closing
 
 
-def _scan_inside(text: str, pos: int, stack: list, found: list) -> tuple[int, str]:
-    """Read tokens from ``pos`` until ``stack`` is empty again or the text ends.
-
-    Records closed containers in ``found``. Returns (position reached, cut_string) where
-    cut_string tells how a string cut off by the end of the text ends: "" (no such
-    string), '"' (it just stops) or "\\" (it stops with a dangling backslash).
-    """
+def _scan_inside(text: str, pos: int, stack: list, found: list) -> tuple[int, bool]:
+    """Read tokens from ``pos`` until ``stack`` is empty again or the text ends; records
+    closed containers in ``found``. Returns (position reached, whether a string was cut
+    off by the end of the text)."""
     for match in _TOKEN_RE.finditer(text, pos):
         first = match.group()[0]
         if first == "{" or first == "[":
             stack.append((first, match.start()))
             if len(stack) > MAX_DEPTH:
                 stack.clear()
-                return match.end(), ""
+                return match.end(), False
         elif first == "}" or first == "]":
             opener, start = stack.pop()
             if _CLOSER[opener] != first:
                 stack.clear()
-                return match.end(), ""
+                return match.end(), False
             found.append((len(stack), start, match.end(), opener))
             if not stack:
-                return match.end(), ""
+                return match.end(), False
         elif first == '"' and match.group("q") is None:
-            return len(text), "\\" if match.group("bs") else '"'
-    return len(text), ""
+            return len(text), True
+    return len(text), False
 
 
-def _truncation_state(text: str) -> tuple[Optional[str], Optional[int]]:
-    """For a cut-off container: (suffix that closes it, position of its last comma).
+_FENCE_RE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 
-    The suffix is None if the brackets do not match.
+
+def _candidates(text: str, want_lists: bool) -> Iterator[tuple[str, Optional[str]]]:
+    """(candidate container, the text that closes it if it was cut off, else None) in
+    preference order, each candidate once.
+
+    Fenced blocks come first, then the whole text; inside each, outer containers before
+    nested ones, earlier before later. A container that runs to the end of the text may
+    just be a stray "{" in prose that swallowed the real answer, so the text after its
+    opening bracket is scanned again (at most MAX_RESCANS times).
     """
-    stack: list[str] = []
-    last_comma = None
-    open_string = ""
-    for match in _REPAIR_TOKEN_RE.finditer(text):
-        token = match.group()
-        first = token[0]
-        if first in "{[":
-            stack.append(first)
-            if len(stack) > MAX_DEPTH:
-                return None, None
-        elif first in "}]":
-            if not stack or _CLOSER[stack.pop()] != first:
-                return None, None
-        elif first == ",":
-            last_comma = match.start()
-        elif first == '"' and match.group("q") is None:
-            open_string = '"'
-    closers = "".join(_CLOSER[opener] for opener in reversed(stack))
-    return open_string + closers, last_comma
-
-
-# --------------------------------------------------------------------------- lenient loads
-
-_COMMENT_RE = re.compile(
-    rf'(?P<keep>"(?:[^"\\]|\\.)*(?:"|\Z)|{_SINGLE})|//[^\n]*|/\*.*?(?:\*/|\Z)', re.S
-)
-_TRAILING_COMMA_RE = re.compile(
-    rf'(?P<keep>"(?:[^"\\]|\\.)*(?:"|\Z)|{_SINGLE})|,(?=\s*[}}\]])', re.S
-)
-_PYTHON_RE = re.compile(
-    r'''(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|\b(?P<word>true|false|null)\b''', re.S
-)
-_PY_WORDS = {"true": "True", "false": "False", "null": "None"}
-_RAW_CONTROL = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_PYTHONIZE_HINTS = ("true", "false", "null", *_RAW_CONTROL)
-
-
-def _keep_strings(match: re.Match) -> str:
-    """Regex callback: keep string literals, drop everything else that matched."""
-    return match.group("keep") or ""
-
-
-def _clean_json(text: str) -> str:
-    """Remove ``//`` and ``/* */`` comments and trailing commas outside strings."""
-    if "//" in text or "/*" in text:
-        text = _COMMENT_RE.sub(_keep_strings, text)
-    if "," in text:
-        text = _TRAILING_COMMA_RE.sub(_keep_strings, text)
-    return text
-
-
-def _pythonize(match: re.Match) -> str:
-    """Regex callback: JSON words to Python, raw newlines in strings to escapes."""
-    if match.group("word"):
-        return _PY_WORDS[match.group("word")]
-    string = match.group("str")
-    for raw, escaped in _RAW_CONTROL.items():
-        string = string.replace(raw, escaped)
-    return string
+    seen: set[str] = set()
+    sources = [m.group(1) for _, m in zip(range(MAX_FENCES), _FENCE_RE.finditer(text))]
+    sources.append(text)
+    for source in sources:
+        pos = 0
+        for _ in range(MAX_RESCANS + 1):
+            containers, closing = _scan_containers(source, pos)
+            for depth, start, end, opener in containers:
+                if opener == "[" and not want_lists:
+                    continue
+                candidate = source[start:end]  # end None: to the end of the text
+                if candidate not in seen:
+                    seen.add(candidate)
+                    # a cut-off container is closed by the string quote (if the cut fell
+                    # in one) and the brackets of its own depth and deeper
+                    yield candidate, None if end is not None else closing[:len(closing) - depth]
+            if not closing:
+                break
+            pos = min(start for depth, start, end, _ in containers
+                      if end is None and depth == 0) + 1
 
 
 class _Attempts:
-    """Book-keeping for one search: the first error seen and the repair budget.
-
-    Plain ``json.loads`` is fast and always tried; the repairs (cleaning, Python
-    literals, re-scanning truncated objects) spend from a budget of characters, so a
-    huge answer full of near-JSON cannot make parsing slow.
-    """
+    """Book-keeping for one answer: candidates tried, the first error, the repair budget."""
 
     def __init__(self) -> None:
         self.tried = 0
@@ -348,110 +293,104 @@ class _Attempts:
         return True
 
 
-def _loads_lenient(text: str, attempts: _Attempts) -> Any:
-    """Parse ``text`` as JSON, then as cleaned JSON, then as a Python literal."""
+# JSON starts so: prose in braces ("{not json}", "{there" ...) is not repaired into an object.
+_JSONISH_START = re.compile(r"""\{\s*(?:["'“‘}]|//|/\*|\Z)|\[\s*(?:["'“‘\[\]{\d.+-]|\Z)""")
+# A cut-off escape at the very end (an odd run of backslashes, maybe "\u" and < 4 digits).
+_CUT_ESCAPE = re.compile(r"(\\+)(u[0-9a-fA-F]{0,3})?\Z")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _trim_cut_escape(text: str) -> str:
+    match = _CUT_ESCAPE.search(text)
+    if match and len(match.group(1)) % 2:
+        return text[:match.start()] + match.group(1)[:-1]
+    return text
+
+
+def _join_surrogates(value: Any) -> Any:
+    """Escaped surrogate pairs (\\ud83d\\ude00) that the repair left as two characters,
+    joined into one (lone ones are kept), in every string of a parsed value."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        return value
+    if isinstance(value, list):
+        return [_join_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_join_surrogates(k): _join_surrogates(v) for k, v in value.items()}
+    return value
+
+
+_BRACKETS_RE = re.compile(r"[{\[(]|[}\])]")
+
+
+def _nesting(text: str) -> int:
+    """The most brackets of any kind open at once, quotes ignored: an upper bound of what
+    json_repair would nest (its recursion makes deep nesting very slow)."""
+    depth = deepest = 0
+    for match in _BRACKETS_RE.finditer(text):
+        if match.group() in "{[(":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_REPAIR_NESTING:
+                    break
+        elif depth:
+            depth -= 1
+    return deepest
+
+
+def _repair(text: str, attempts: _Attempts) -> Any:
+    """json_repair's reading of ``text`` (bounded by the budget and nesting), else _FAIL."""
+    text = _trim_cut_escape(text)
+    if len(text) > attempts.budget or _nesting(text) > MAX_REPAIR_NESTING \
+            or not attempts.spend(len(text)):
+        return _FAIL
     try:
-        return json.loads(text, strict=False)
+        return _join_surrogates(json_repair.loads(text))
+    except Exception:  # RecursionError on deep nesting, ValueError, ...
+        return _FAIL
+
+
+def _load(candidate: str, closing: Optional[str], attempts: _Attempts) -> Any:
+    """A candidate container as a dict or list (matching its opening bracket), else _FAIL.
+
+    A cut-off candidate is first closed as it stands (exact, and the common case: an
+    answer cut inside its last string); json_repair is the fallback."""
+    try:
+        return json.loads(candidate, strict=False)  # raw control characters allowed
     except Exception as error:  # JSONDecodeError, RecursionError, huge ints, ...
         attempts.note(error)
-    if not attempts.spend(len(text)):  # the repairs below are slower: keep them bounded
-        return _FAIL
-    cleaned = _clean_json(text)
-    if cleaned != text:
+    if closing is not None:
         try:
-            return json.loads(cleaned, strict=False)
+            return json.loads(_trim_cut_escape(candidate) + closing, strict=False)
         except Exception:
             pass
-    if any(part in cleaned for part in _PYTHONIZE_HINTS):
-        cleaned = _PYTHON_RE.sub(_pythonize, cleaned)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # invalid escapes such as "\d"
-            return ast.literal_eval(cleaned)
-    except Exception:  # SyntaxError, ValueError, RecursionError, MemoryError, ...
+    if not _JSONISH_START.match(candidate):
         return _FAIL
+    value = _repair(candidate, attempts)
+    kind = dict if candidate[0] == "{" else list
+    return value if isinstance(value, kind) else _FAIL
 
 
-def _parse_truncated(text: str, suffix: str, attempts: _Attempts) -> Any:
-    """Parse a container that was cut off: close it, or drop its incomplete last item."""
-    value = _loads_lenient(text + suffix, attempts)
-    if value is not _FAIL:
-        return value
-    if not attempts.spend(len(text)):
-        return _FAIL
-    _, comma = _truncation_state(text)
-    for _ in range(MAX_TRUNCATION_CUTS):
-        if comma is None:
-            break
-        text = text[:comma]
-        if not attempts.spend(len(text)):
-            break
-        suffix, comma = _truncation_state(text)
-        if suffix is None:
-            break
-        value = _loads_lenient(text + suffix, attempts)
-        if value is not _FAIL:
-            return value
-    return _FAIL
-
-
-# --------------------------------------------------------------------------- candidates
-
-_FENCE_RE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
-_SMART_DOUBLE = {ord("“"): '"', ord("”"): '"', ord("„"): '"', ord("‟"): '"'}
-
-
-def _candidates(text: str, want_lists: bool,
-                seen: set[tuple[str, bool]]) -> Iterator[tuple[str, Optional[str]]]:
-    """Yield (candidate text, closing suffix or None) in preference order.
-
-    Candidates already in ``seen`` are skipped (and new ones added to it).
-
-    Fenced blocks come first, then the whole text; inside each, outer containers before
-    nested ones, earlier before later. A container that runs to the end of the text may
-    just be a stray "{" in prose that swallowed the real answer, so the text after its
-    opening bracket is scanned again (at most MAX_RESCANS times).
-    """
-    sources = [m.group(1) for _, m in zip(range(MAX_FENCES), _FENCE_RE.finditer(text))]
-    sources.append(text)
-    for source in sources:
-        pos = 0
-        for _ in range(MAX_RESCANS + 1):
-            scan = _scan_containers(source, pos)
-            for depth, start, end, opener in scan.containers:
-                if opener == "[" and not want_lists:
-                    continue
-                truncated = end is None
-                candidate = source[start:scan.text_end if truncated else end]
-                if (candidate, truncated) in seen:
-                    continue
-                seen.add((candidate, truncated))
-                yield candidate, (scan.suffix(depth) if truncated else None)
-            if not scan.closers:   # nothing ran into the end of the text
-                break
-            pos = min(start for depth, start, end, _ in scan.containers
-                      if end is None and depth == 0) + 1
+# A quoted key and a colon: the members of an object whose braces are missing.
+_MEMBER_RE = re.compile(r'["“][^"\n]{1,80}["”]\s*:')
 
 
 def _iter_parsed(text: str, attempts: _Attempts, want_lists: bool = False) -> Iterator[Any]:
     """Yield every dict (and list, if ``want_lists``) that can be parsed out of ``text``."""
-    passes = [text]
-    if any(ch in text for ch in "“”„‟"):
-        passes.append(text.translate(_SMART_DOUBLE))
-    seen: set[tuple[str, bool]] = set()
-    for source in passes:
-        tried = 0
-        for candidate, suffix in _candidates(source, want_lists, seen):
-            if tried >= MAX_CANDIDATES:
-                break
-            tried += 1
-            attempts.tried += 1
-            if suffix is None:
-                value = _loads_lenient(candidate, attempts)
-            else:
-                value = _parse_truncated(candidate, suffix, attempts)
-            if isinstance(value, dict) or (want_lists and isinstance(value, list)):
-                yield value
+    for candidate, closing in _candidates(text, want_lists):
+        if attempts.tried >= MAX_CANDIDATES:
+            return
+        attempts.tried += 1
+        value = _load(candidate, closing, attempts)
+        if isinstance(value, dict) or (want_lists and isinstance(value, list)):
+            yield value
+    if attempts.tried == 0 and _MEMBER_RE.search(text):
+        # '"key": "value", ...' without braces (a model that dropped them)
+        value = _repair("{" + text + "}", attempts)
+        if isinstance(value, dict):
+            yield value
 
 
 def _no_json_error(attempts: _Attempts) -> ParseError:
@@ -718,7 +657,8 @@ def _dropped_note(dropped: list[str], limit: int = 5) -> str:
 
 
 def parse_reward_selection(text: str, catalogue: Mapping[str, str],
-                           min_aspects: int = 2, max_aspects: int = 5) -> RewardSelection:
+                           min_aspects: int = 2, max_aspects: int = 5,
+                           model: Any = None) -> RewardSelection:
     """Read the reward-selection answer.
 
     Expected shape (leniently)::
@@ -729,8 +669,11 @@ def parse_reward_selection(text: str, catalogue: Mapping[str, str],
 
     Names are mapped to the catalogue's spelling; a name outside the catalogue is kept only
     if ``new_aspects`` defines it. Too many aspects are cut to ``max_aspects`` (with a
-    warning); fewer than ``min_aspects`` raises ParseError.
+    warning); fewer than ``min_aspects`` raises ParseError. The result is checked with
+    ``model`` (by default ``engine.schemas.selection`` of the catalogue and bounds).
     """
+    from . import schemas
+
     _require_text(text)
     attempts = _Attempts()
     data, selection = None, _MISSING
@@ -757,13 +700,20 @@ def parse_reward_selection(text: str, catalogue: Mapping[str, str],
     if len(aspects) < min_aspects:
         raise ParseError(f"only {len(aspects)} usable aspects selected, "
                          f"need at least {min_aspects}{_dropped_note(dropped)}")
-    return RewardSelection(
+    result = RewardSelection(
         analysis=_analysis_of(data, notes),
         reasoning=_reasoning_of(data, notes),
         aspects=aspects,
         new_aspects=new_aspects,
         warnings=notes,
     )
+    if model is None:
+        model = schemas.selection(tuple(catalogue), min_aspects, max_aspects)
+    schemas.validate(model, {"query_analysis": result.analysis,
+                             "aspects_selection": {"reasoning": result.reasoning,
+                                                   "selected_aspects": result.aspects},
+                             "new_aspects": result.new_aspects})
+    return result
 
 
 # --------------------------------------------------------------------------- per-aspect scores
@@ -819,31 +769,33 @@ def _score_table(obj: Any, wanted: Mapping[str, str], depth: int = 0) -> dict[st
     return table
 
 
-def _aspect_score(raw: Any, aspect: str, lo: float, hi: float) -> AspectScore:
-    """An AspectScore from a raw entry: a dict with score/rationale, or a bare score."""
-    rationale = ""
-    value = raw
-    if isinstance(raw, dict):
-        value = _lookup(raw, *_SCORE_KEYS)
-        if value is _MISSING:
-            raise ParseError(f"score for {aspect} missing")
-        reason = _lookup(raw, *_RATIONALE_KEYS)
-        rationale = "" if reason is _MISSING else _to_text(reason).strip()
-    number, problem = _score_problem(value, lo, hi)
-    if problem:
-        raise ParseError(f"score for {aspect} {problem}")
-    return AspectScore(score=number, rationale=rationale)
+def _entry(raw: Any) -> dict:
+    """A raw score entry in the model's shape: {"score": ..., "rationale": ...}; a bare
+    score is a score without rationale, a dict's score and reason keys are found by name."""
+    if not isinstance(raw, dict):
+        return {"score": raw, "rationale": ""}
+    entry = {}
+    value = _lookup(raw, *_SCORE_KEYS)
+    if value is not _MISSING:
+        entry["score"] = value
+    reason = _lookup(raw, *_RATIONALE_KEYS)
+    entry["rationale"] = "" if reason is _MISSING else reason
+    return entry
 
 
-def parse_scores(text: str, aspects: Sequence[str], lo: float = 1,
-                 hi: float = 5) -> dict[str, AspectScore]:
+def parse_scores(text: str, aspects: Sequence[str], lo: float = 1, hi: float = 5,
+                 model: Any = None) -> dict[str, AspectScore]:
     """Read the scoring answer: one AspectScore per requested aspect, in the given order.
 
     Expected ``{"<Aspect>": {"rationale": str, "score": 1-5}, ...}``; also accepts bare
     scores, ``"reason"`` instead of ``"rationale"``, a list of ``{"aspect", "score"}``
     entries and wrappers such as ``{"scores": {...}}``. Names match via
-    :func:`normalize_name`. Missing aspects or invalid scores raise ParseError.
+    :func:`normalize_name`. The entries are checked with ``model`` (by default
+    ``engine.schemas.scores`` of the aspects and range). Missing aspects or invalid scores
+    raise ParseError.
     """
+    from . import schemas
+
     _require_text(text)
     if isinstance(aspects, str):
         aspects = [aspects]
@@ -866,77 +818,45 @@ def parse_scores(text: str, aspects: Sequence[str], lo: float = 1,
     missing = [aspect for norm, aspect in wanted.items() if norm not in best]
     if missing:
         raise ParseError(f"missing aspects: {', '.join(missing)}")
-    return {aspect: _aspect_score(best[norm], aspect, lo, hi) for norm, aspect in wanted.items()}
+    keys = {} if model is None else {normalize_name(f.alias or name): (name, f.alias or name)
+                                     for name, f in model.model_fields.items()}
+    if set(keys) != set(wanted) or len(keys) != len(model.model_fields):
+        # no model, or one for other aspects (or names twice): the aspects' and range's own
+        model = schemas.scores(tuple(wanted.values()), lo, hi)
+        keys = {normalize_name(f.alias): (name, f.alias) for name, f in model.model_fields.items()}
+    checked = schemas.validate(model, {key: _entry(best[norm]) for norm, (_, key) in keys.items()})
+    entries = {norm: getattr(checked, name) for norm, (name, _) in keys.items()}
+    return {aspect: AspectScore(score=entries[norm].score, rationale=entries[norm].rationale)
+            for norm, aspect in wanted.items()}
 
 
 # --------------------------------------------------------------------------- named fields
-
-_INCOMPLETE_ESCAPE_RE = re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?\Z")
-_ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.S)
-_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f",
-                   '"': '"', "\\": "\\", "/": "/"}
-
-
-def _json_unescape(raw: str) -> str:
-    """Decode the escapes of a JSON string body, tolerating broken or cut-off ones.
-
-    Unknown escapes such as ``\\d`` are kept as written.
-    """
-    for body in (raw, _INCOMPLETE_ESCAPE_RE.sub("", raw)):
-        try:
-            return json.loads(f'"{body}"', strict=False)
-        except Exception:
-            pass
-
-    def replace(match: re.Match) -> str:
-        code = match.group(1)
-        if len(code) == 5:
-            return chr(int(code[1:], 16))
-        return _SIMPLE_ESCAPES.get(code, "\\" + code)
-
-    return _ESCAPE_RE.sub(replace, _INCOMPLETE_ESCAPE_RE.sub("", raw))
-
-
-# A quote ends the value only if a comma and the next key, a closing bracket or the end
-# of the text follow; other quotes are taken as unescaped quotes inside the value.
-_FIELD_VALUE = (r'\s*:\s*["“]((?:[^"\\]|\\.|"(?!\s*(?:,\s*["“][^"\n]*["”]\s*:|[}\]]|\Z)))*)'
-                r'(?:"|\\?\Z)')
-
-
-def _regex_fields(text: str, names: Sequence[str]) -> dict[str, str]:
-    """Last resort: pull ``"field": "value"`` strings out of text that is not valid JSON.
-
-    The value may contain escaped (or even unescaped) quotes and may run to the end of a
-    truncated text.
-    """
-    found = {}
-    for name in names:
-        pattern = r'["“]' + re.escape(name) + r'["”]' + _FIELD_VALUE
-        match = re.search(pattern, text, re.S)
-        if match:
-            found[name] = _json_unescape(match.group(1)).strip()
-    return found
-
 
 def _field_values(obj: dict, names: Sequence[str]) -> dict[str, str]:
     """The named fields of a parsed object as stripped text ("" when absent)."""
     values = {}
     for name in names:
-        value = obj.get(name, _MISSING)
-        if value is _MISSING:
-            value = _find_key(obj, normalize_name(name), max_depth=2)
+        value = _field(obj, name)
         values[name] = "" if value is _MISSING else _to_text(value).strip()
     return values
 
 
+def _field(obj: dict, name: str, synonyms: Sequence[str] = ()) -> Any:
+    """A field's raw value: the key as written, else one that matches it (or a synonym)
+    ignoring case and separators, in the object or a wrapper one or two levels down."""
+    value = obj.get(name, _MISSING)
+    if value is _MISSING:
+        value = _find_key(obj, normalize_name(name), *synonyms, max_depth=2)
+    return value
+
+
 def parse_json_fields(text: str, fields: Sequence[str],
                       required: Sequence[str]) -> dict[str, str]:
-    """Read named fields of a JSON answer as text, e.g. for transition answers.
+    """Read named fields of a JSON answer as text.
 
     Returns every name in ``fields`` (and ``required``): strings as given (stripped),
     lists as newline-joined items, dicts as JSON, absent ones as "". A required field that
-    is missing or blank raises ParseError. If no JSON object fits, ``"field": "..."``
-    strings are pulled out of the text directly (this survives truncated answers).
+    is missing or blank raises ParseError.
     """
     _require_text(text)
     fields = [fields] if isinstance(fields, str) else list(fields)
@@ -953,15 +873,47 @@ def parse_json_fields(text: str, fields: Sequence[str],
             return values
         if first is None:
             first = values
-    fallback = _regex_fields(text, names)
-    if all(fallback.get(name) for name in required):
-        return {name: fallback.get(name, "") for name in names}
-    if first is None and not fallback:
+    if first is None:
         raise _no_json_error(attempts)
-    source = first if first is not None else fallback
-    blank = [name for name in required if not source.get(name)]
+    blank = [name for name in required if not first.get(name)]
     raise ParseError(f"missing or empty required field{'s' if len(blank) > 1 else ''}: "
                      f"{', '.join(blank)}")
+
+
+# Keys that stand for one another in an answer with fixed keys (a domain rule: judges
+# write "reason" for "rationale", "rating" for "score").
+_SYNONYMS = {**{k: _RATIONALE_KEYS for k in _RATIONALE_KEYS},
+             **{k: _SCORE_KEYS for k in _SCORE_KEYS}}
+
+
+def parse_answer(text: str, model: Any) -> Any:
+    """Read an answer with fixed keys and check it with its pydantic ``model``
+    (engine.schemas): the first JSON object in the text that passes, as a model instance.
+
+    Keys match ignoring case and separators, also inside a wrapper object, and the usual
+    synonyms count ("reason" for "rationale", "rating" for "score"). The error names what
+    the object that came closest lacked.
+    """
+    from . import schemas
+
+    _require_text(text)
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    attempts = _Attempts()
+    closest: tuple[int, Optional[ParseError]] = (-1, None)
+    for value in _iter_parsed(text, attempts):
+        data = {}
+        for key in keys:
+            found = _field(value, key, [normalize_name(s) for s in _SYNONYMS.get(key, ())])
+            if found is not _MISSING:
+                data[key] = found
+        try:
+            return schemas.validate(model, data)
+        except ParseError as error:
+            if len(data) > closest[0]:
+                closest = (len(data), error)
+    if closest[1] is None:
+        raise _no_json_error(attempts)
+    raise closest[1]
 
 
 # --------------------------------------------------------------------------- tagged text

@@ -5,9 +5,10 @@ endpoint can put anything in an answer. The gateway passes every error and every
 through `Redactor.redact` before it is recorded, cached, stored or shown.
 
 The values redacted are those the gateway can know: the variables named by a role's
-`api_key_env`, the provider variables litellm reads (below), and any variable whose name
-says it holds a key, token, secret or password. Bearer tokens and `sk-…`-style keys are
-masked by shape as well, whatever their source.
+`api_key_env` or by one of its deployments' (`key_env_names`), the provider variables
+litellm reads (below), and any variable whose name says it holds a key, token, secret or
+password. Bearer tokens and `sk-…`-style keys are masked by shape as well, whatever their
+source.
 """
 from __future__ import annotations
 
@@ -45,6 +46,20 @@ def secret_values(extra_names: Iterable[str] = ()) -> list[str]:
     names |= {n for n in os.environ if _SECRET_NAME.search(n)}
     values = {os.environ.get(n) or "" for n in names}
     return sorted((v for v in values if len(v) >= _MIN_LENGTH), key=len, reverse=True)
+
+
+def key_env_names(models: dict) -> list[str]:
+    """Every key variable a gateway's roles name: each role's `api_key_env` and each of its
+    deployments' (engine.deployments)."""
+    names: list[str] = []
+    for cfg in models.values():
+        if not isinstance(cfg, dict):
+            continue
+        names.append(cfg.get("api_key_env"))
+        for dep in cfg.get("deployments") or ():
+            if isinstance(dep, dict):
+                names.append(dep.get("api_key_env"))
+    return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
 
 class Redactor:

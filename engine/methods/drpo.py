@@ -79,7 +79,7 @@ from typing import Any
 
 from ..evaluation import HeldOut, WithHeldOut, node_prompt
 from ..gateway import RETRY_ROUND, CallFailed
-from ..parsing import ParseError, parse_json_fields, parse_reward_selection, parse_scores
+from ..parsing import ParseError, parse_answer, parse_reward_selection, parse_scores
 from ..prompts import drpo as P
 from ..tree import note_call
 
@@ -718,12 +718,13 @@ class DRPO(WithHeldOut):
             prompt, bounds = P.icl_reward_selection(query), P.ICL_SELECTION_RANGE
         else:
             prompt, bounds = P.reward_selection(query), P.SELECTION_RANGE
+        model = P.selection_model(bounds)  # 2-5 distinct catalogue names (ICL: 3-6)
         try:
             sel, _ = await ctx.gateway.ask(
                 "evaluator", [{"role": "user", "content": prompt}],
                 lambda text: parse_reward_selection(text, P.ASPECTS, min_aspects=bounds[0],
-                                                    max_aspects=bounds[1]),
-                purpose="reward selection", schema=P.selection_schema(bounds))
+                                                    max_aspects=bounds[1], model=model),
+                purpose="reward selection", schema=model)
             entry = {"aspects": sel.aspects, "reasoning": sel.reasoning,
                      "analysis": sel.analysis, "new_aspects": sel.new_aspects,
                      "source": "selected", "warnings": sel.warnings}
@@ -763,10 +764,11 @@ class DRPO(WithHeldOut):
             aspects = selection["aspects"]
             prompt = self._scoring_prompt(phase)(query, response, aspects, selection["reasoning"],
                                                  selection.get("new_aspects"))
+            model = P.scores_model(aspects)
             scores, record = await ctx.gateway.ask(
                 "evaluator", [{"role": "user", "content": prompt}],
-                lambda text: parse_scores(text, aspects), purpose="score", node=node["id"],
-                schema=P.scores_schema(aspects))
+                lambda text: parse_scores(text, aspects, model=model), purpose="score",
+                node=node["id"], schema=model)
             note_call(node, record)
         except CallFailed as exc:
             if not aspects_task.done():
@@ -809,10 +811,11 @@ class DRPO(WithHeldOut):
                                for i, child in enumerate(slots)))
 
     def _parser(self):
-        fields, key = self._fields()
+        _, key = self._fields()
+        model = P.transition_model(key)
 
         def parse(text: str) -> dict:
-            answer = parse_json_fields(text, fields, (key,))
+            answer = parse_answer(text, model).model_dump()
             if answer[key].strip().lower() in P.PLACEHOLDERS:
                 raise ParseError("the answer repeats the template's placeholder")
             return answer
@@ -832,7 +835,7 @@ class DRPO(WithHeldOut):
             answer, record = await ctx.gateway.ask(
                 "optimizer", messages, self._parser(),
                 purpose="rewrite", node=child["id"], sample=sample,
-                schema=P.transition_schema(key))
+                schema=P.transition_model(key))
         except CallFailed as exc:
             ctx.fail(child, exc)
             return
@@ -883,10 +886,7 @@ class DRPO(WithHeldOut):
         gateway = ctx.gateway
         _, key = self._fields()
         parse = self._parser()
-        response_format = None
-        if gateway.structured("optimizer"):
-            response_format = {"type": "json_schema", "json_schema": {
-                "name": "rewrite", "schema": P.transition_schema(key)}}
+        response_format = gateway.response_format("optimizer", P.transition_model(key), "rewrite")
         reasons = [first_reason]
         rounds = gateway.settings["parse_retries"] + 1
         for attempt in range(1, rounds * (RETRY_ROUND.get() + 1)):
@@ -1062,10 +1062,11 @@ class DRPO(WithHeldOut):
                     query, node["detail"]["response"], list(aspects), entry["reasoning"],
                     entry.get("new_aspects"))
                 try:
+                    model = P.scores_model(list(aspects))
                     scores, record = await ctx.gateway.ask(
                         "evaluator", [{"role": "user", "content": prompt}],
-                        lambda text: parse_scores(text, list(aspects)), purpose="score",
-                        node=node["id"], schema=P.scores_schema(list(aspects)))
+                        lambda text: parse_scores(text, list(aspects), model=model),
+                        purpose="score", node=node["id"], schema=model)
                 except CallFailed as exc:
                     ctx.emit("warning", node["id"], message=f"re-scoring failed: {exc}")
                     return

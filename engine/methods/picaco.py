@@ -54,7 +54,8 @@ from typing import Any
 
 from ..evaluation import HeldOut, WithHeldOut, node_prompt
 from ..gateway import CallFailed, gather_or_cancel
-from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_scores
+from .. import schemas as S
+from ..parsing import ParseError, extract_tagged, parse_answer, parse_scores
 from ..prompts import picaco as P
 from ..tree import note_call
 
@@ -398,10 +399,11 @@ class PICACO(WithHeldOut):
                      relevance: bool = False, sample: int = 0) -> dict:
         values = self.state["values"]
         keys = [v["name"] for v in values] + (["Relevance"] if relevance else [])
+        model = P.judge_model(keys)
         scores, record = await ctx.gateway.ask(
             "evaluator", [{"role": "user", "content": P.judge(values, prompt, response, relevance)}],
-            lambda text: parse_scores(text, keys), purpose="judge", node=node, sample=sample,
-            schema=P.judge_schema(keys))
+            lambda text: parse_scores(text, keys, model=model), purpose="judge", node=node,
+            sample=sample, schema=model)
         return {k: {"score": v.score, "reason": v.rationale} for k, v in scores.items()}
 
     async def _step_estep(self, ctx, t: int) -> None:
@@ -461,7 +463,7 @@ class PICACO(WithHeldOut):
         try:
             out = extract_tagged(text, "<INS>", "</INS>")
         except ParseError:
-            out = parse_json_fields(text, ("instruction",), ("instruction",))["instruction"]
+            out = parse_answer(text, S.Instruction).instruction
         out = out.strip()
         if len(out.split()) < 3:
             raise ParseError("the instruction is too short")
@@ -498,7 +500,7 @@ class PICACO(WithHeldOut):
         try:
             text, record = await ctx.gateway.ask(
                 "optimizer", messages, self._parse_instruction, purpose="instruction",
-                node=child["id"], sample=sample, schema=P.INS_SCHEMA)
+                node=child["id"], sample=sample, schema=S.Instruction)
         except CallFailed as exc:
             ctx.fail(child, exc)
             return False
@@ -591,24 +593,29 @@ class PICACO(WithHeldOut):
     # ------------------------------------------------------------------ OPRO
 
     async def _opro_score(self, ctx, node: dict) -> None:
-        """OPRO's score: mean q_omega (in percent: 0-100) over the prompts' answers."""
+        """OPRO's score: mean q_omega (in percent: 0-100) over the prompts' answers. Each
+        answer and its q_omega per value are kept in detail["answers"] (the workbench shows
+        them)."""
         s = self.state
 
-        async def one(i: int, prompt: str) -> float:
+        async def one(i: int, prompt: str) -> dict:
             result = await ctx.gateway.call("base", P.plain_messages(node["text"], prompt),
                                             purpose="answer", node=node["id"])
             note_call(node, result.record)
             if result.error:
                 raise CallFailed(f"answer: {result.error}", result.record)
             verdict = await self._judge(ctx, prompt, result.text.strip(), node["id"])
-            return sum(q_omega(v["score"]) for v in verdict.values()) / len(verdict)
+            return {"prompt": i, "response": result.text.strip(),
+                    "q": {k: q_omega(v["score"]) for k, v in verdict.items()}}
         try:
-            scores = await gather_or_cancel(one(i, x) for i, x in enumerate(s["prompts"]))
+            answers = await gather_or_cancel(one(i, x) for i, x in enumerate(s["prompts"]))
         except CallFailed as exc:
             ctx.fail(node, exc)
             return
+        scores = [sum(a["q"].values()) / len(a["q"]) for a in answers]
         node["reward"] = round(sum(scores) / len(scores), 2)  # mean q_omega, already in percent
         node["detail"]["query"] = f"{len(s['prompts'])} prompts"
+        node["detail"]["answers"] = answers
         ctx.emit("node_scored", node["id"], reward=node["reward"])
 
     async def _step_opro(self, ctx, t: int) -> None:

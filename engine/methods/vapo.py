@@ -56,7 +56,8 @@ from typing import Any
 
 from ..evaluation import HeldOut, WithHeldOut, node_prompt
 from ..gateway import CallFailed, gather_or_cancel
-from ..parsing import ParseError, extract_tagged, parse_json_fields, parse_score, extract_json
+from .. import schemas as S
+from ..parsing import ParseError, extract_tagged, parse_answer
 from ..prompts import vapo as P
 from ..tasks import LANGUAGE, extract_choice, format_question
 from ..tree import note_call
@@ -448,13 +449,11 @@ class VAPO(WithHeldOut):
                          item.get("reference"))
 
         def parse(text: str) -> dict:
-            obj = {str(k).strip().lower(): v for k, v in extract_json(text, ("score",)).items()}
-            if "score" not in obj:
-                raise ParseError("the verdict has no score")
-            return {"score": parse_score(obj["score"]), "reasoning": str(obj.get("reasoning", ""))}
+            verdict = parse_answer(text, S.VapoJudge)
+            return {"score": verdict.score, "reasoning": verdict.reasoning}
         verdict, record = await ctx.gateway.ask(
             "evaluator", [{"role": "user", "content": prompt}], parse, purpose="judge",
-            node=node["id"], schema=P.JUDGE_SCHEMA)
+            node=node["id"], schema=S.VapoJudge)
         note_call(node, record)
         out.update(score=verdict["score"], reasoning=verdict["reasoning"],
                    value=(verdict["score"] - 1) / 4,
@@ -641,14 +640,14 @@ class VAPO(WithHeldOut):
             try:
                 new = extract_tagged(text, "<START>", "<END>")
             except ParseError:
-                new = parse_json_fields(text, ("new_prompt",), ("new_prompt",))["new_prompt"]
+                new = parse_answer(text, S.Rewrite).new_prompt
             new = new.strip()
             if len(new) < 5:
                 raise ParseError("the new prompt is empty")
             return new
         new_text, record = await ctx.gateway.ask(
             "optimizer", [{"role": "user", "content": prompt}], parse, purpose="rewrite",
-            node=child["id"], sample=sample, schema=P.REWRITE_SCHEMA,
+            node=child["id"], sample=sample, schema=S.Rewrite,
             temperature=OPTIMIZER_TEMPERATURE)
         note_call(child, record)
         child["text"] = new_text

@@ -15,6 +15,8 @@ ours.
 """
 from __future__ import annotations
 
+from .. import schemas as S
+
 
 # Aspect names are fixed by the paper; the definitions are ours.
 ASPECTS: dict[str, str] = {
@@ -277,44 +279,32 @@ def plain_messages(system_prompt: str, examples: list[tuple[str, str]], query: s
     return [{"role": "user", "content": "\n".join(parts)}]
 
 
-# ---------------------------------------------------------------- JSON schemas of the answers
-# Given to providers that decode under a schema (the embedded model builds a grammar from
-# them). String lengths are capped so a small model cannot ramble past max_tokens.
+# ---------------------------------------------------------------- the answers' models
+# Each structured answer is one pydantic model (engine.schemas): its JSON schema goes as
+# response_format to models that decode under one (and becomes the embedded model's grammar,
+# string lengths capped so a small model cannot ramble past max_tokens); answers are checked
+# with the same model.
 
-def _text(limit: int) -> dict:
-    return {"type": "string", "maxLength": limit}
+def selection_model(bounds: tuple[int, int] = SELECTION_RANGE):
+    """Reward selection: 2-5 (ICL: 3-6) distinct aspects from the catalogue."""
+    return S.selection(tuple(ASPECTS), *bounds)
+
+
+def scores_model(aspects: list[str]):
+    return S.scores(tuple(aspects))
+
+
+def transition_model(key: str, limit: int = 1500):
+    return S.transition(key, limit)
 
 
 def selection_schema(bounds: tuple[int, int] = SELECTION_RANGE) -> dict:
-    analysis_keys = ("main_topic", "user_intent", "ambiguities", "response_format", "challenges")
-    return {
-        "type": "object",
-        "properties": {
-            "query_analysis": {"type": "object",
-                               "properties": {k: _text(120) for k in analysis_keys},
-                               "required": list(analysis_keys)},
-            "aspects_selection": {
-                "type": "object",
-                "properties": {
-                    "reasoning": _text(300),
-                    "selected_aspects": {"type": "array", "minItems": bounds[0], "maxItems": bounds[1],
-                                         "items": {"type": "string", "enum": list(ASPECTS)}},
-                },
-                "required": ["reasoning", "selected_aspects"],
-            },
-        },
-        "required": ["query_analysis", "aspects_selection"],
-    }
+    return S.json_schema(selection_model(bounds))
 
 
 def scores_schema(aspects: list[str]) -> dict:
-    item = {"type": "object",
-            "properties": {"rationale": _text(200), "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
-            "required": ["rationale", "score"]}
-    return {"type": "object", "properties": {a: item for a in aspects}, "required": list(aspects)}
+    return S.json_schema(scores_model(aspects))
 
 
 def transition_schema(key: str, limit: int = 1500) -> dict:
-    return {"type": "object",
-            "properties": {"analysis": _text(300), "thought": _text(300), key: _text(limit)},
-            "required": ["analysis", "thought", key]}
+    return S.json_schema(transition_model(key, limit))

@@ -91,19 +91,6 @@ def pairwise_judge(query: str, first: str, second: str) -> str:
     )
 
 
-def _text(limit: int) -> dict:
-    return {"type": "string", "maxLength": limit}
-
-
-RUBRIC_SCHEMA = {"type": "object",
-                 "properties": {"rationale": _text(300),
-                                "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
-                 "required": ["rationale", "score"]}
-RELEVANCE_SCHEMA = {"type": "object",
-                    "properties": {"reason": _text(200),
-                                   "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
-                    "required": ["reason", "score"]}
-PAIRWISE_SCHEMA = {"type": "object",
-                   "properties": {"reasoning": _text(300),
-                                  "winner": {"type": "string", "enum": ["A", "B", "tie"]}},
-                   "required": ["reasoning", "winner"]}
+# The judges' answers are pydantic models in engine.schemas (Rubric, Relevance, Pairwise;
+# the aspects judge uses DRPO's scores model, the conformity judge PICACO's): each gives the
+# JSON schema sent as response_format and checks the answer.

@@ -158,14 +158,10 @@ def opro(values: list[dict], demos: list[dict], scored: list[tuple[str, float]],
     return [{"role": "user", "content": "\n\n".join(parts)}]
 
 
-def judge_schema(keys: list[str]) -> dict:
-    item = {"type": "object",
-            "properties": {"reason": {"type": "string", "maxLength": 200},
-                           "score": {"type": "integer", "minimum": 1, "maximum": 5}},
-            "required": ["reason", "score"]}
-    return {"type": "object", "properties": {k: item for k in keys}, "required": list(keys)}
+def judge_model(keys: list[str]):
+    """The judge's answer, {"<Value>": {"reason": str, "score": 1-5}, ...}, as a pydantic
+    model (engine.schemas): its JSON schema is the response_format, and it checks answers.
+    A refinement decoded under a schema is engine.schemas.Instruction."""
+    from .. import schemas
 
-
-INS_SCHEMA = {"type": "object",
-              "properties": {"instruction": {"type": "string", "minLength": 20, "maxLength": 1200}},
-              "required": ["instruction"]}
+    return schemas.judge(tuple(keys))

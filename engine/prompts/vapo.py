@@ -39,18 +39,8 @@ ATTACKS = {
     },
 }
 
-REWRITE_SCHEMA = {
-    "type": "object",
-    "properties": {"new_prompt": {"type": "string", "minLength": 20, "maxLength": 1200}},
-    "required": ["new_prompt"],
-}
-
-JUDGE_SCHEMA = {
-    "type": "object",
-    "properties": {"reasoning": {"type": "string", "maxLength": 400},
-                   "score": {"type": "integer", "minimum": 1, "maximum": 5}},
-    "required": ["reasoning", "score"],
-}
+# The structured answers (a rewrite decoded under a schema, the free-form judge's verdict)
+# are pydantic models in engine.schemas: Rewrite and VapoJudge.
 
 
 def _block(text: str) -> str:
