@@ -25,6 +25,8 @@ WORKBENCH_COMMANDS = [
     ("v", "results of the held-out evaluation", "results"),
     ("m", "mark / unmark the selected node", "mark"),
     ("V", "compare the marked node with the selected one", "compare"),
+    ("C", "candidates: every scored node ranked by reward", "candidates"),
+    ("/", "filter the tree by words, an id or a state", "filter"),
 ]
 
 # the Results screen's commands in the palette: key, what it does, action (with arguments)

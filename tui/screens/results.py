@@ -39,7 +39,8 @@ class FullTextScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text, id="ft-title")
-        yield RichLog(id="ft-body", wrap=True, markup=False, highlight=False, auto_scroll=False)
+        yield RichLog(id="ft-body", wrap=True, markup=False, highlight=False, auto_scroll=False,
+                      min_width=20)  # drawn to the width shown (default 78: cut at 80)
         yield Footer()
 
     def on_mount(self) -> None:

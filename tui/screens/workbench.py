@@ -18,17 +18,18 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import (Footer, RichLog, Select, Sparkline, Static, TabbedContent, TabPane,
+from textual.widgets import (Footer, Input, RichLog, Select, Static, TabbedContent, TabPane,
                              Tree)
 
+from ..keys import KEYS
 from ..text import head, safe, toast
-from ..widgets.node_detail import (calls_table, critique_text, diff_text, prompt_text,
-                                   response_view, reward_view)
-from ..widgets.plots import spark_values
-from ..widgets.search_tree import MARK, sync_tree
-from ..widgets.status_bar import compare_text, status_text, title_text
+from ..widgets.node_detail import (TABS, calls_table, critique_text, detail_header, diff_text,
+                                   full_view, prompt_text, response_view, reward_view)
+from ..widgets.search_tree import MARK, FilterInput, SearchTree, sync_tree
+from ..widgets.status_bar import CallRate, compare_text, status_text, title_text
+from .candidates import CandidatesScreen
 from .modals import ConfirmScreen, EditScreen, HelpScreen
-from .results import ResultsScreen
+from .results import FullTextScreen, ResultsScreen
 
 if TYPE_CHECKING:
     from ..app import PromptArborApp
@@ -55,20 +56,30 @@ class WorkbenchScreen(Screen):
         Binding("space", "step", "step", priority=True),
         Binding("L", "level", "level", priority=True),
         Binding("r", "run", "run", priority=True), Binding("p", "pause", "pause", priority=True),
-        Binding("x", "prune", "prune", priority=True),
-        Binding("c", "critique", "critique", priority=True),
-        Binding("g", "regenerate", "regenerate", priority=True),
-        Binding("n", "new_prompt", "new", priority=True),
+        Binding("x", "prune", "prune", show=False, priority=True),
+        Binding("c", "critique", "critique", show=False, priority=True),
+        Binding("g", "regenerate", "regenerate", show=False, priority=True),
+        Binding("n", "new_prompt", "new", show=False, priority=True),
         Binding("a", "accept", "accept", priority=True),
-        Binding("o", "export", "export", priority=True),
-        Binding("d", "diff", "diff", priority=True),
-        Binding("l", "toggle_log", "log", priority=True),
+        Binding("o", "export", "export", show=False, priority=True),
+        Binding("d", "diff", "diff", show=False, priority=True),
+        Binding("l", "toggle_log", "log", show=False, priority=True),
         Binding("question_mark", "help", "help", priority=True),
-        Binding("q", "quit", "quit", priority=True),
-        Binding("R", "retry", "retry", priority=True),
-        Binding("v", "results", "results", priority=True),
-        Binding("m", "mark", "mark", priority=True),
-        Binding("V", "compare", "compare", priority=True),
+        Binding("escape", "back", "back", show=False),  # not priority: a focused field's escape comes first
+        Binding("q", "back", "back", priority=True), Binding("q", "quit", "quit", priority=True),
+        Binding("R", "retry", "retry", show=False, priority=True),
+        Binding("v", "results", "results", show=False, priority=True),
+        Binding("m", "mark", "mark", show=False, priority=True),
+        Binding("V", "compare", "compare", show=False, priority=True),
+        Binding("C", "candidates", "candidates", priority=True),
+        Binding("slash", "filter", "filter", show=False, priority=True),
+        Binding("1", "tab(0)", "Prompt tab", show=False, priority=True),
+        Binding("2", "tab(1)", "Response tab", show=False, priority=True),
+        Binding("3", "tab(2)", "Reward tab", show=False, priority=True),
+        Binding("4", "tab(3)", "Critique tab", show=False, priority=True),
+        Binding("5", "tab(4)", "Diff tab", show=False, priority=True),
+        Binding("6", "tab(5)", "Calls tab", show=False, priority=True),
+        Binding("z", "full_text", "full", priority=True),
     ]
 
     def __init__(self, session_id: str):
@@ -84,43 +95,53 @@ class WorkbenchScreen(Screen):
         self._stop_compare = False
         self._preparing = False
         self._refresh_pending = False
+        self._leaving = False               # escape / q: back to the browser once idle
+        self.rate = CallRate()              # calls per second while the engine works: the ETA
+        self._live = 0                      # calls answered since the snapshot (progress bar)
+        self._status_pending = False
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
         with Horizontal(id="main"):
-            tree: Tree[str] = Tree("search", id="tree")
-            tree.show_root = False
-            tree.guide_depth = 3
-            yield tree
-            with TabbedContent(id="tabs"):
-                with TabPane("Prompt", id="tab-prompt"):
-                    yield VerticalScroll(Static(id="prompt"))
-                with TabPane("Response", id="tab-response"):
-                    # PICACO: which prompt's pools the Response tab lists
-                    pools = Select([], prompt="prompt", id="pool-prompt")
-                    pools.display = False
-                    yield pools
-                    yield VerticalScroll(Static(id="response"))
-                with TabPane("Reward", id="tab-reward"):
-                    yield VerticalScroll(Static(id="reward"))
-                with TabPane("Critique", id="tab-critique"):
-                    yield VerticalScroll(Static(id="critique"))
-                with TabPane("Diff", id="tab-diff"):
-                    yield VerticalScroll(Static(id="diff"))
-                with TabPane("Calls", id="tab-calls"):
-                    yield VerticalScroll(Static(id="calls"))
+            with Vertical(id="tree-pane"):
+                tree_filter = FilterInput(placeholder="filter: words, an id, or best final "
+                                          "accepted beam pruned failed open", id="tree-filter")
+                tree_filter.display = False
+                yield tree_filter
+                tree: Tree[str] = SearchTree("search", id="tree")
+                tree.show_root = False
+                tree.guide_depth = 3
+                yield tree
+            with Vertical(id="detail"):
+                yield Static(id="detail-head")
+                with TabbedContent(id="tabs"):
+                    with TabPane("Prompt", id="tab-prompt"):
+                        yield VerticalScroll(Static(id="prompt"))
+                    with TabPane("Response", id="tab-response"):
+                        # PICACO: which prompt's pools the Response tab lists
+                        pools = Select([], prompt="prompt", id="pool-prompt")
+                        pools.display = False
+                        yield pools
+                        yield VerticalScroll(Static(id="response"))
+                    with TabPane("Reward", id="tab-reward"):
+                        yield VerticalScroll(Static(id="reward"))
+                    with TabPane("Critique", id="tab-critique"):
+                        yield VerticalScroll(Static(id="critique"))
+                    with TabPane("Diff", id="tab-diff"):
+                        yield VerticalScroll(Static(id="diff"))
+                    with TabPane("Calls", id="tab-calls"):
+                        yield VerticalScroll(Static(id="calls"))
         with Vertical(id="bottom"):
             yield Static(id="status")
             compare = Static(id="compare-status")
             compare.display = False
             yield compare
-            yield Sparkline([], id="spark")
             log = RichLog(id="log", max_lines=500, markup=False, wrap=True)
             log.display = False
             yield log
-        yield Footer()
+        yield Footer(compact=True)  # the keys used most (show=False: the others); ? lists all
 
     def on_mount(self) -> None:
         self.open_session()
@@ -133,10 +154,12 @@ class WorkbenchScreen(Screen):
         except Exception as exc:
             toast(self.app, f"cannot open session {self.session_id}: {exc}", severity="error",
                   timeout=10)
-            self.app.pop_screen()
+            self.app.back_to_browser(self)
             return
         await self.refresh_view()
         self.query_one(Tree).focus()
+        # the cursor on the selected node, so the first Down moves from it (not onto it)
+        self.call_after_refresh(self._cursor_on_selected)
 
     def _from_engine(self, event: dict) -> None:
         """Called on the engine thread; post_message is thread-safe."""
@@ -157,6 +180,11 @@ class WorkbenchScreen(Screen):
         log = self.query_one(RichLog)
         payload = event.get("payload", {})
         if kind == "call_finished":
+            self.rate.tick()  # the ETA's measured rate; the progress bar between refreshes
+            self._live += 1
+            if not self._status_pending:
+                self._status_pending = True
+                self.set_timer(0.25, self._live_status)
             line = (f"call {payload.get('role')} {payload.get('purpose')} node={event.get('node')} "
                     f"{'cached' if payload.get('cached') else str(payload.get('latency')) + 's'}"
                     f" tokens {payload.get('tokens_in')}/{payload.get('tokens_out')}")
@@ -193,6 +221,7 @@ class WorkbenchScreen(Screen):
         app: PromptArborApp = self.app  # type: ignore[assignment]
         try:
             self.snap = await app.engine.run(app.view_of(self.runner))
+            self._live = 0
             self._prepare_pool_select()
             self._render_tree()
             self._render_status()
@@ -210,9 +239,10 @@ class WorkbenchScreen(Screen):
         toast(self, message, severity="error", timeout=8)
 
     def _prepare_pool_select(self) -> None:
-        """PICACO sessions: fill the prompt chooser of the Response tab once."""
+        """PICACO sessions: fill the prompt chooser of the Response tab once (its baselines
+        and OPRO have no pools)."""
         select = self.query_one("#pool-prompt", Select)
-        if self.snap["family"] != "picaco" or select.display:
+        if self.snap["method"] != "picaco" or select.display:
             return
         prompts = self.snap["session"]["method_state"]["prompts"]
         select.set_options([(safe(f"{i + 1}. {head(p, 70)}"), i) for i, p in enumerate(prompts)])
@@ -224,18 +254,46 @@ class WorkbenchScreen(Screen):
         self._render_detail()
 
     def _render_tree(self) -> None:
-        sync_tree(self.query_one(Tree), self.snap, self.tree_nodes, self.marked)
+        tree_filter = self.query_one("#tree-filter", Input)
+        sync_tree(self.query_one(Tree), self.snap, self.tree_nodes, self.marked,
+                  tree_filter.value if tree_filter.display else "")
         if self.selected is None and self.tree_nodes:
             first = next(iter(self.tree_nodes))
             self.selected = first
 
     def _render_status(self) -> None:
-        snap = self.snap
-        title, line = title_text(snap, self.busy), status_text(snap)
-        self.query_one("#title", Static).update(title)
-        self.query_one("#status", Static).update(line)
-        spark = self.query_one(Sparkline)
-        spark.data = spark_values(snap)
+        """The title and the status lines, fitted to the screen's width (two lines when
+        narrow); the toasts are then placed above them."""
+        snap, width = self.snap, self.size.width - 2
+        summary = snap["summary"]
+        done = sum(v for v in summary["calls"].values() if isinstance(v, int)) + self._live
+        planned = sum(v for v in summary["planned_calls"].values() if isinstance(v, int))
+        self.rate.observe(self.busy)
+        eta = self.rate.eta(planned - done)
+        self.query_one("#title", Static).update(title_text(snap, self.busy, width))
+        self.query_one("#status", Static).update(status_text(snap, width, self.busy, eta,
+                                                             self._live))
+        self.call_after_refresh(self._place_toasts)
+
+    def _live_status(self) -> None:
+        self._status_pending = False
+        if self.snap:
+            self._render_status()
+
+    def _place_toasts(self) -> None:
+        """Notifications stack above the status lines (and the log), never over them."""
+        try:
+            rack = self.query_one("#textual-toastrack")
+        except Exception:
+            return
+        above = self.query_one("#bottom").outer_size.height + self.query_one(Footer).outer_size.height
+        rack.styles.margin = (0, 0, above, 0)
+
+    def on_resize(self) -> None:
+        # narrow: the footer keeps its room for the keys (ctrl+p is listed by ?)
+        self.query_one(Footer).show_command_palette = self.size.width >= 100
+        if self.snap:
+            self._render_status()
 
     def _render_detail(self) -> None:
         try:
@@ -247,6 +305,7 @@ class WorkbenchScreen(Screen):
         if not self.snap or self.selected not in self.snap["nodes"]:
             return
         node = self.snap["nodes"][self.selected]
+        self.query_one("#detail-head", Static).update(detail_header(self.snap, node))
         self.query_one("#prompt", Static).update(prompt_text(node))
 
         select = self.query_one("#pool-prompt", Select)
@@ -295,14 +354,44 @@ class WorkbenchScreen(Screen):
             self.busy = False
             await self.refresh_view()
 
+    def _finished(self) -> bool:
+        """A finished search has nothing to step: say so (R retries failed nodes)."""
+        if self.snap and self.snap["summary"].get("status") == "done" and not self.busy:
+            failed = self.snap["summary"].get("failed_nodes") or 0
+            toast(self, "search finished — nothing to step"
+                  + (f"; R on the root retries its {failed} failed nodes" if failed else ""))
+            return True
+        return False
+
     def action_step(self) -> None:
-        self._engine_job(lambda: self.runner.step())
+        if not self._finished():
+            self._engine_job(lambda: self.runner.step())
 
     def action_level(self) -> None:
-        self._engine_job(lambda: self.runner.run(until="level"))
+        if not self._finished():
+            self._engine_job(lambda: self.runner.run(until="level"))
 
     def action_run(self) -> None:
-        self._engine_job(lambda: self.runner.run())
+        if not self._finished():
+            self._engine_job(lambda: self.runner.run())
+
+    def action_tab(self, index: int) -> None:
+        """1-6: the detail's tabs."""
+        self.query_one(TabbedContent).active = TABS[index]
+
+    def action_full_text(self) -> None:
+        """z: the selected node's active tab with every text whole, scrollable."""
+        node = self._node()
+        if node is None:
+            return
+        select = self.query_one("#pool-prompt", Select)
+        prompt = select.value if select.display and isinstance(select.value, int) else None
+        try:
+            title, body = full_view(self.snap, node, self.query_one(TabbedContent).active, prompt)
+        except Exception as exc:
+            self._render_failed(f"node {node['id']} in full", exc)
+            return
+        self.app.push_screen(FullTextScreen(title, body))
 
     def action_pause(self) -> None:
         if self.runner is not None:
@@ -314,7 +403,7 @@ class WorkbenchScreen(Screen):
             toast(self, "pausing the comparison after the batch in flight")
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen())
+        self.app.push_screen(HelpScreen(KEYS, "Workbench keys"))
 
     # ------------------------------------------------------------------ results, compare
 
@@ -555,27 +644,134 @@ class WorkbenchScreen(Screen):
         if node is not None:
             self.app.export_session(self.session_id, node["id"], self.snap["session"])
 
+    # ------------------------------------------------------------------ candidates, filter
+
+    def action_candidates(self) -> None:
+        """C: every scored node ranked by reward; enter there shows the node here."""
+        if not self.snap:
+            toast(self, "the session is still opening", severity="warning")
+            return
+        self.app.push_screen(CandidatesScreen(self.snap), self.reveal_node)
+
+    def reveal_node(self, node_id: str | None) -> None:
+        """Show `node_id` in the tree (its path opened, the cursor on it) and its detail;
+        a filter that hides it is cleared."""
+        if not node_id or not self.snap or node_id not in self.snap["nodes"]:
+            return
+        if node_id not in self.tree_nodes:
+            tree_filter = self.query_one("#tree-filter", Input)
+            tree_filter.value, tree_filter.display = "", False
+            self._render_tree()
+        tree = self.query_one(SearchTree)
+        tree.reveal(node_id)
+        tree.focus()
+        self.selected = node_id
+        self._render_detail()
+
+    def action_filter(self) -> None:
+        """/: filter the tree by words, an id or a state (escape clears the filter)."""
+        tree_filter = self.query_one("#tree-filter", Input)
+        tree_filter.display = True
+        tree_filter.focus()
+
+    @on(Input.Changed, "#tree-filter")
+    def _filter_changed(self) -> None:
+        if not self.snap:
+            return
+        self._render_tree()
+        if self.selected in self.tree_nodes:
+            self.query_one(SearchTree).reveal(self.selected)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """While the `/` filter has the focus, keys are typed into it, not run here."""
+        if isinstance(self.focused, FilterInput) and any(
+                b.action == action for b in self.BINDINGS if isinstance(b, Binding)):
+            return False
+        if action in ("back", "quit"):  # q: back when opened from the browser, else quit
+            return self.from_browser() == (action == "back")
+        return True
+
     def action_diff(self) -> None:
         self.query_one(TabbedContent).active = "tab-diff"
 
     def action_toggle_log(self) -> None:
         log = self.query_one(RichLog)
         log.display = not log.display
+        self.call_after_refresh(self._place_toasts)
+
+    # ------------------------------------------------------------------ navigation
+
+    def from_browser(self) -> bool:
+        """Opened from the session browser (it lies below): escape and q go back to it."""
+        from .browser import BrowserScreen
+
+        stack = self.app.screen_stack
+        return self in stack and any(isinstance(s, BrowserScreen)
+                                     for s in stack[:stack.index(self)])
+
+    def in_progress(self) -> str | None:
+        """"run" while engine work is in flight, "comparison" while one runs, else None."""
+        if self.busy:
+            return "run"
+        return "comparison" if self.comparing is not None else None
+
+    def pause_all(self) -> None:
+        """Pause the run and the comparison after the step / batch in flight."""
+        if self.runner is not None and self.busy:
+            self.runner.pause()
+        if self.comparing is not None:
+            self._stop_compare = True
+            self.comparing.pause()
 
     def action_quit(self) -> None:
-        if self.busy or self.comparing is not None:
-            def done(yes: bool | None) -> None:
-                if yes:
-                    if self.busy:
-                        self.runner.pause()
-                    if self.comparing is not None:
-                        self.comparing.pause()
-                    self.app.exit()
-            question = ("A run is in progress. Pause it and quit? (every finished step is saved)"
-                        if self.busy else
-                        "A comparison is in progress. Pause it and quit? (every finished batch "
-                        "is saved; V on the same nodes resumes it)")
-            self.app.push_screen(ConfirmScreen(question), done)
-        else:
-            self.app.exit()
+        """q (opened directly on one session): quit; the app asks first while a run or a
+        comparison is in progress."""
+        self.app.action_quit()
+
+    def action_back(self) -> None:
+        """escape / q (opened from the browser): back to it, the session given back (its
+        lock released, so another process may open it). While a run or a comparison is in
+        progress, ask first, pause it, and go back when the step in flight has ended."""
+        if self._leaving or not self.from_browser():
+            return
+        if self.runner is None:
+            toast(self, "the session is still opening", severity="warning")
+            return
+        if self._preparing:
+            toast(self, "preparing a comparison; go back once it asks", severity="warning")
+            return
+        what = self.in_progress()
+        if what is None:
+            self._leave()
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            self.pause_all()
+            self._leaving = True
+            toast(self, "pausing; back to the browser when the step in flight has ended")
+            self._leave_timer = self.set_interval(0.1, self._leave_when_idle)
+        self.app.push_screen(ConfirmScreen(
+            f"A {what} is in progress. Pause it and go back to the browser? (every finished "
+            f"{'step' if what == 'run' else 'batch'} is saved)", yes_variant="primary"), done)
+
+    def _leave_when_idle(self) -> None:
+        # a comparison's Results view may open on top first: back once it is closed
+        if self.in_progress() is None and self.app.screen is self:
+            self._leave_timer.stop()
+            self._leave()
+
+    def _leave(self) -> None:
+        self._leaving = True
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            self.app.release_runner(runner)
+        self.app.back_to_browser(self)
+
+    def _cursor_on_selected(self) -> None:
+        tree = self.query_one(Tree)
+        node = self.tree_nodes.get(self.selected)
+        if tree.cursor_line < 0 and node is not None and tree.last_line >= 0:  # lines built
+            tree.move_cursor(node)
 

@@ -1,13 +1,14 @@
 """Small plots drawn as Rich text for the workbench and the Results view: the CI bar (a mean
 and its 95% interval on the judge's scale) and its header, the Δ bar left or right of a zero
 axis and its header, the filled bar and the per-value conformity chart (PICACO's held-out
-evaluation), and the values the workbench's sparkline of the best reward per level shows.
+evaluation), and the workbench's sparkline of the best reward per level (with its scale).
 Numbers that are missing or damaged (a string, NaN) draw as an empty bar or "—", never raise.
 """
 from __future__ import annotations
 
 import math
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -124,23 +125,63 @@ def bar(value: float | None, width: int = 20, top: float = 5) -> str:
     return "█" * int(filled) + ("▌" if filled - int(filled) >= 0.5 else "")
 
 
-def conformity_chart(evaluation: dict) -> Table:
+class ConformityChart:
+    """Per-value conformity (%) of the seed (root) and the final prompt on held-out prompts:
+    a table whose bars take the width the pane leaves (5 to 20 cells each)."""
+
+    def __init__(self, evaluation: dict):
+        self.evaluation = evaluation
+
+    def table(self, width: int) -> Table:
+        evaluation = self.evaluation
+        per_value = evaluation.get("per_value") if isinstance(evaluation.get("per_value"), dict) else {}
+        names = [safe(name) for name in per_value]
+        name_width = max([len(n.plain) for n in names] + [len("overall")])
+        cells = max(5, min(20, (width - name_width - 2 * 7 - 6) // 2))
+        table = Table(title=f"Held-out conformity per value (%, n = {evaluation.get('n')})",
+                      title_justify="left", expand=True, box=box.SIMPLE_HEAD, show_edge=False)
+        table.add_column("value", ratio=1)
+        table.add_column("root", no_wrap=True)
+        table.add_column("final", no_wrap=True)
+        for name, pair in zip(names, per_value.values()):
+            pair = pair if isinstance(pair, dict) else {}
+            table.add_row(name, *[safe(f"{bar(pair.get(k), width=cells, top=100):<{cells + 1}}"
+                                       f"{number(pair.get(k), '.1f')}") for k in ("root", "final")])
+        if evaluation.get("root") is not None:
+            table.add_row(Text("overall", style="bold"), safe(number(evaluation["root"], ".1f")),
+                          safe(number(evaluation.get("final"), ".1f")))
+        return table
+
+    def __rich_console__(self, console, options):
+        yield self.table(options.max_width)
+
+
+def conformity_chart(evaluation: dict) -> ConformityChart:
     """Per-value conformity (%) of the seed (root) and the final prompt on held-out prompts."""
-    n = evaluation.get("n")
-    table = Table(title=f"Held-out conformity per value (%, n = {n})", title_justify="left",
-                  expand=True)
-    table.add_column("value")
-    table.add_column("root", ratio=1)
-    table.add_column("final", ratio=1)
-    for name, pair in evaluation.get("per_value", {}).items():
-        table.add_row(safe(name), safe(f"{bar(pair['root'], top=100)} {number(pair['root'])}"),
-                      safe(f"{bar(pair['final'], top=100)} {number(pair['final'])}"))
-    if evaluation.get("root") is not None:
-        table.add_row(Text("overall", style="bold"), safe(number(evaluation["root"])),
-                      safe(number(evaluation.get("final"))))
-    return table
+    return ConformityChart(evaluation)
 
 
-def spark_values(snap: dict) -> list:
-    """The sparkline's data: the best reward per level (one zero before there is any)."""
-    return list(snap["best_per_level"]) or [0.0]
+def spark_values(snap: dict) -> list[float]:
+    """The sparkline's data: the best reward per level (finite numbers only; none before
+    the first level is scored)."""
+    return [v for v in map(finite, snap.get("best_per_level") or []) if v is not None]
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def spark_text(values: list, width: int = 12, label: str = "best") -> Text:
+    """The best reward per level as a short sparkline with its scale: `best ▁▃▅█ 2.33–4.67`
+    (the last `width` levels; one level: its value; none yet: `best —`)."""
+    points = [v for v in (finite(x) for x in values) if v is not None][-max(1, width):]
+    out = Text(f"{label} ", style="dim")
+    if not points:
+        out.append("—", style="dim")
+        return out
+    lo, hi = min(points), max(points)
+    for v in points:
+        level = 3 if hi - lo <= TIE else int(round((v - lo) / (hi - lo) * (len(SPARKS) - 1)))
+        out.append(SPARKS[level], style="cyan")
+    scale = f"{lo:.3g}" if hi - lo <= TIE else f"{lo:.3g}–{hi:.3g}"
+    out.append(f" {scale}")
+    return out
