@@ -825,8 +825,14 @@ def summarize(session: dict) -> dict:
     """What `sessions list` and `sessions show` print for a session."""
     nodes = session["tree"]["nodes"]
     usage = session.get("gateway", {}).get("usage", {})
-    rewards = [n["reward"] for n in nodes.values()
-               if n["reward"] is not None and n["status"] not in ("failed", "pruned")]
+    usable = [n for n in nodes.values()
+              if n["reward"] is not None and n["status"] not in ("failed", "pruned")]
+    # DRPO's ICL stage judges an example, not the system prompt: with a system-prompt phase
+    # the best is a system prompt (the ★ node of the workbench, the engine's best_node)
+    phases = (session.get("method_state") or {}).get("phases")
+    if isinstance(phases, list) and "prompt" in phases:
+        usable = [n for n in usable if (n.get("meta") or {}).get("phase") == "prompt"]
+    rewards = [n["reward"] for n in usable]
     accepted = next((n["id"] for n in nodes.values() if n.get("accepted")), None)
     return {
         "id": session["id"], "name": session.get("name", ""), "method": session["method"],

@@ -62,10 +62,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -961,6 +963,22 @@ class _Response:
         self.valid = valid  # HTTP 200 with a well-formed chat.completion
 
 
+#: --method NAME -> the responder of tests/conftest.py answering like that method's roles
+METHOD_RESPONDERS = {"drpo": "drpo_responder", "vapo": "vapo_responder",
+                     "picaco": "picaco_responder"}
+
+
+def method_responder(method: str) -> "Responder":
+    """The scripted responder for `method`, imported lazily from the tests' conftest (it
+    imports pytest, which the development environment has)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import conftest
+
+    return getattr(conftest, METHOD_RESPONDERS[method])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description="Fake OpenAI-compatible chat-completions server (127.0.0.1 only).")
     ap.add_argument("--port", type=int, default=8911, help="port to bind (0 = OS-chosen); default 8911")
@@ -970,6 +988,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the hostile-fault schedule")
     ap.add_argument("--hostile-answers", action="store_true",
                     help="wrap answers with hostile_responder (markup and escape sequences)")
+    ap.add_argument("--method", choices=sorted(METHOD_RESPONDERS), default=None,
+                    help="answer like a base model, optimizer and evaluator of this method "
+                         "(drpo also serves its baselines, picaco also OPRO and the fixed "
+                         "baselines); default: every answer is \"ok\"")
     args = ap.parse_args(argv)
 
     def _interrupt(*_: Any) -> None:
@@ -977,7 +999,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     signal.signal(signal.SIGTERM, _interrupt)
-    responder = hostile_responder(ok_responder, seed=args.seed) if args.hostile_answers else None
+    inner = method_responder(args.method) if args.method else ok_responder
+    responder = (hostile_responder(inner, seed=args.seed) if args.hostile_answers
+                 else None if inner is ok_responder else inner)
     with FakeLLMServer(responder=responder, latency=args.latency, port=args.port) as srv:
         if args.hostile:
             srv.hostile(args.hostile, seed=args.seed)

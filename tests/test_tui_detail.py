@@ -121,10 +121,10 @@ def test_header_line_shows_node_id_level_and_query(store_dir):
         screen._render_detail()
         await pilot.pause(0.1)
         head = plain(screen.query_one("#detail-head"))
-        assert head.startswith(f"{node['id']} · level {node['meta']['level']} · ")
+        assert head.startswith(f"{node['id']} L{node['meta']['level']} ")
         assert f"judged on: {node['detail']['query'][:30]}" in head
         shown = screen_text(app)  # drawn in the detail pane at 80 columns
-        assert f"{node['id']} · level {node['meta']['level']}" in shown
+        assert f"{node['id']} L{node['meta']['level']}" in shown
         assert "judged on: " + node["detail"]["query"][:20] in shown
     run_app(store_dir, "drpodone", (80, 24), scenario)
 

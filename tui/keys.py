@@ -53,7 +53,8 @@ APP_KEYS = [
 ]
 
 CANDIDATES_KEYS = [
-    ("up / down", "move through the ranked nodes"),
+    ("up / down", "move through the ranked nodes (DRPO: system prompts, then ICL versions)"),
+    ("n100 / 100", "type a node's id to go to it (backspace edits; escape clears)"),
     ("enter", "back to the workbench with that node shown and selected in the tree"),
     ("?", "these keys"), ("escape / q", "back to the workbench"),
 ]

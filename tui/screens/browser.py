@@ -41,8 +41,10 @@ REFRESH_SECONDS = 3.0  # how often the shown browser looks at the store for chan
 # a reward's scale per method: DRPO the mean 1-5 aspect score, VAPO / PromptAgent a share in
 # [0, 1] (accuracy, or the judge's 1-5 mapped to [0, 1]), PICACO its TC_e (no fixed range),
 # OPRO and the fixed baselines the mean value conformity in percent
-SCALES = "/5 DRPO score · % VAPO accuracy, OPRO / baseline conformity · TC PICACO"
-SCALES_LONG = ("best, on each method's scale: /5 DRPO's mean aspect score (1-5) · % VAPO's and "
+SCALES = "/5 DRPO · % VAPO, OPRO · TC PICACO (? explains)"  # fits 80 columns
+SCALES_LONG = ("best, on each method's scale: /5 DRPO's mean aspect score (1-5) of the best system "
+               "prompt (the workbench's ★; ICL example versions are judged on their example "
+               "and left out) · % VAPO's and "
                "PromptAgent's accuracy (free-form: the judge's 1-5 mapped to 0-100%) · % OPRO's "
                "and the baselines' (Q, Q+IF, Q+IF+CoT, URIAL) value conformity · TC PICACO's "
                "TC_e (no fixed range). The list is read again every few seconds, when you come "
@@ -159,6 +161,7 @@ class BrowserScreen(Screen):
         self._refreshing = False
         self._last_error: str | None = None
         self._layouts: dict[str, tuple] = {}  # table id -> (columns, short date) shown
+        self._left: str | None = None  # the session whose workbench was opened last
 
     def on_mount(self) -> None:
         table = self.query_one("#sessions", DataTable)
@@ -169,6 +172,15 @@ class BrowserScreen(Screen):
     def on_screen_resume(self) -> None:
         if self.is_mounted:
             self.reload()
+            self._back_on_left()
+
+    def _back_on_left(self) -> None:
+        """Back from a workbench: the cursor on the session just left (its order in the
+        list may have changed while it was open)."""
+        left, self._left = self._left, None
+        table = self.query_one("#sessions", DataTable)
+        if left in self.rows and left in table.rows:
+            table.move_cursor(row=list(table.rows).index(left), animate=False)
 
     def on_resize(self, event: events.Resize) -> None:
         if self.is_mounted:
@@ -432,6 +444,7 @@ class BrowserScreen(Screen):
             return
         session_id = self._selected()
         if session_id and not self._corrupt(session_id, "open"):
+            self._left = session_id
             self.app.push_screen(WorkbenchScreen(session_id))
 
     @on(DataTable.RowSelected, "#sessions")
@@ -489,6 +502,7 @@ class BrowserScreen(Screen):
             toast(self, exc, severity="error")
             return
         self.reload()
+        self._left = session_id
         app.push_screen(WorkbenchScreen(session_id))
 
     def action_rename(self) -> None:

@@ -3,8 +3,11 @@ reward, one row each — rank, id, level, reward (on the method's scale), what i
 on (DRPO: the level's query; VAPO: the validation split and the batch it was written from;
 PICACO and its baselines: the prompts and, for PICACO, the pools' iteration), its state
 (best, final, accepted, beam, pruned, failed) and the start of its prompt. Failed nodes
-without a score follow, unranked. `enter` closes the view and shows that node in the
-workbench's tree; `escape` goes back.
+without a score follow, unranked. DRPO's ICL-example versions are judged on an example, not
+as a system prompt: they follow the ranked system prompts in their own group, marked "ICL".
+Typing a node's id (`n100`, or just `100`) moves the cursor to it (what is typed shows in
+the header; backspace edits it; escape clears it, then goes back). `enter` closes the view
+and shows that node in the workbench's tree; `escape` goes back.
 
 The columns are sized to the screen when it opens and on resize: at 80 columns the state is
 shown by its icons and the texts are short; wider screens give the texts the room.
@@ -90,9 +93,16 @@ def state_words(snap: dict, node: dict) -> list[str]:
     return [s for s in STATES if s in roles]
 
 
+def is_icl(snap: dict, node: dict) -> bool:
+    """A DRPO ICL-example version: its reward judges an example, not the system prompt."""
+    return snap.get("family") == "drpo" and (node.get("meta") or {}).get("phase") == "icl"
+
+
 def candidate_rows(snap: dict) -> list[dict]:
     """The rows of the view: scored nodes by reward (highest first; ties: the earlier node),
-    then failed nodes that have no score (rank None)."""
+    then DRPO's scored ICL-example versions by reward (group "icl", rank None; only when the
+    session has system-prompt nodes too, as the ★ best is then a system prompt), then failed
+    nodes that have no score (rank None)."""
     def order(node: dict) -> int:
         tail = str(node["id"])[1:]
         return int(tail) if tail.isdigit() else 0
@@ -101,10 +111,17 @@ def candidate_rows(snap: dict) -> list[dict]:
     scored = [n for n in nodes if isinstance(n.get("reward"), (int, float))
               and not isinstance(n.get("reward"), bool)]
     scored.sort(key=lambda n: (-n["reward"], order(n)))
-    unscored = sorted((n for n in nodes if n not in scored and n["status"] == "failed"), key=order)
+    icl = [n for n in scored if is_icl(snap, n)]
+    if len(icl) < len(scored):  # system prompts ranked; the ICL versions on their own
+        scored = [n for n in scored if n not in icl]
+    else:
+        icl = []
+    unscored = sorted((n for n in nodes if n not in scored and n not in icl
+                       and n["status"] == "failed"), key=order)
     rows = []
-    for rank, node in enumerate(scored + unscored, 1):
+    for rank, node in enumerate(scored + icl + unscored, 1):
         rows.append({"rank": rank if node in scored else None, "node": node,
+                     "group": "icl" if node in icl else "prompt",
                      "id": str(node["id"]), "level": level_of(node),
                      "reward": node.get("reward"), "query": judged_on(snap, node),
                      "states": state_words(snap, node), "icons": node_icons(snap, node),
@@ -117,6 +134,7 @@ class CandidatesScreen(Screen):
 
     BINDINGS = [
         Binding("escape,q", "back", "back"),
+        Binding("backspace", "erase", "erase", show=False),
         Binding("question_mark", "help", "help"),
     ]
     DEFAULT_CSS = """
@@ -129,6 +147,7 @@ class CandidatesScreen(Screen):
         self.snap = snap
         self.rows = candidate_rows(snap)
         self._width = 0
+        self.typed = ""  # type-to-jump: the id typed so far
 
     def compose(self) -> ComposeResult:
         yield Static(id="c-title")
@@ -148,13 +167,25 @@ class CandidatesScreen(Screen):
         snap = self.snap
         header, short, sentence = reward_scale(snap)
         scored = sum(1 for r in self.rows if r["rank"] is not None)
+        icl = sum(1 for r in self.rows if r.get("group") == "icl")
+        what = "system prompt" if icl else "scored node"
         title = safe(f"Candidates · {snap.get('name') or snap.get('id')} · {snap.get('method')} · "
-                     f"{scored} scored node{'s' if scored != 1 else ''} by {header}", style="bold")
+                     f"{scored} {what}{'s' if scored != 1 else ''} by {header}", style="bold")
         title.append_text(safe("\n" + (sentence if wide else short)))
+        if icl:
+            title.append_text(safe(f"; then {icl} ICL" + (" example versions, judged on their "
+                                                          "example" if wide else "")))
+        if self.typed:
+            found = self._match(self.typed) is not None
+            title.append_text(safe(f"\ngo to: {self.typed}", style="bold reverse"))
+            title.append_text(safe("" if found else "  (no such node)", style="dim")
+                              + safe("  backspace: edit · escape: clear", style="dim"))
+            return title
         legend = " ".join(f"{ICONS[s]} {s}" for s in ("best", "final", "accepted", "beam",
                                                        "pruned", "failed"))
         title.append_text(safe(f"\n{legend} · enter: show in the tree"
-                               + (" · escape: back" if wide else ""), style="dim"))
+                               + (" · type an id: go to it · escape: back" if wide else ""),
+                               style="dim"))
         return title
 
     def _fill(self) -> None:
@@ -193,8 +224,10 @@ class CandidatesScreen(Screen):
         cursor = 0
         for i, row in enumerate(self.rows):
             reward = number(row["reward"]) if row["reward"] is not None else "—"
+            rank = ("ICL" if row.get("group") == "icl" else
+                    "—" if row["rank"] is None else str(row["rank"]))
             table.add_row(
-                safe("—" if row["rank"] is None else str(row["rank"])),
+                safe(rank, style="dim" if row.get("group") == "icl" else ""),
                 safe(row["id"], style="bold"), safe(row["level"]),
                 Text(reward, justify="right"), safe(head(states[row['id']], status_w)),
                 safe(head(row["query"], query_w)), safe(head(row["prompt"], prompt_w)),
@@ -210,7 +243,49 @@ class CandidatesScreen(Screen):
         self.dismiss(event.row_key.value)
 
     def action_back(self) -> None:
+        if self.typed:  # escape first clears what is typed
+            self._type("")
+            return
         self.dismiss(None)
+
+    def action_erase(self) -> None:
+        if self.typed:
+            self._type(self.typed[:-1])
+
+    # ------------------------------------------------------------------ type-to-jump
+
+    def _match(self, typed: str) -> int | None:
+        """The row of the node whose id is `typed` (`100` is `n100`), else the first row
+        (by id order) whose id starts with it; None when none does."""
+        wanted = [typed.lower()]
+        if typed[:1].isdigit():
+            wanted.append("n" + typed.lower())
+        ids = [r["id"].lower() for r in self.rows]
+        for w in wanted:
+            if w in ids:
+                return ids.index(w)
+        starts = [(len(i), i, k) for k, i in enumerate(ids) if any(i.startswith(w) for w in wanted)]
+        return min(starts)[2] if starts else None
+
+    def _type(self, typed: str) -> None:
+        self.typed = typed[:20]
+        if self.typed:
+            row = self._match(self.typed)
+            if row is not None:
+                self.query_one(DataTable).move_cursor(row=row)
+        self.query_one("#c-title", Static).update(self._title(self._width >= 120))
+
+    def on_key(self, event) -> None:
+        char = event.character
+        if (char and len(char) == 1 and (char.isalnum() or char in "-_:")
+                and char.isascii() and (self.typed or char not in "q")):
+            event.stop()
+            event.prevent_default()
+            self._type(self.typed + char)
+        elif event.key == "escape" and self.typed:
+            event.stop()
+            event.prevent_default()
+            self._type("")
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(CANDIDATES_KEYS, "Candidates keys"))

@@ -189,31 +189,44 @@ def judged_on(snap: dict, node: dict) -> str:
 
 
 def _marks(snap: dict, node: dict) -> str:
-    marks = []
+    """The node's icons (★ best, ◎ final, ✓ accepted, ✗ failed): icons only, so they stay in
+    view on a narrow pane (the tree's legend and `?` name them)."""
+    marks = ""
     if snap.get("best") == node["id"]:
-        marks.append("★ best")
+        marks += "★"
     if _state(snap).get("final") == node["id"] and snap["summary"].get("status") == "done":
-        marks.append("◎ final")
+        marks += "◎"
     if node.get("accepted"):
-        marks.append("✓ accepted")
-    return " ".join(marks)
+        marks += "✓"
+    if node.get("status") == "failed":
+        marks += "✗"
+    return marks
 
 
 def detail_header(snap: dict, node: dict) -> Text:
-    """`n4 · level 2 · R 4.67 ★ best ◎ final · candidate · expanded` and, on a second
-    line, `judged on: <the query>` (a narrow pane cuts each line at its end)."""
+    """`n4 · L2 · R 4.67 ★◎ · best final · candidate · expanded` — id, level, reward and
+    icons first, the words after them (a narrow pane cuts the words, not the icons) — and,
+    on a second line, `judged on: <the query>`; a failed node shows its error there instead
+    (one line, cut with "…" by the pane)."""
     meta = node.get("meta") or {}
     level = meta.get("level", node.get("depth"))
     out = Text(str(node["id"]), style="bold")
-    out.append_text(safe(f" · level {number(level, 'd')}"))
+    out.append_text(safe(f" L{number(level, 'd')}"))
     if node.get("reward") is not None:
-        out.append_text(safe(f" · R {number(node['reward'], '.4g')}", style="bold"))
+        out.append_text(safe(f" R {number(node['reward'], '.4g')}", style="bold"))
     marks = _marks(snap, node)
     if marks:
         out.append(f" {marks}", style="bold")
-    out.append_text(safe(f" · {node.get('kind')} · {node.get('status')}"))
-    out.append("\njudged on: ", style="dim")
-    out.append_text(safe(one_line(judged_on(snap, node), 400)))
+    words = [w for w, on in (("best", "★" in marks), ("final", "◎" in marks),
+                             ("accepted", "✓" in marks)) if on]
+    out.append_text(safe(" · " + " ".join(words + [str(node.get("kind")),
+                                                   str(node.get("status"))]), style="dim"))
+    if node.get("status") == "failed":
+        out.append("\nerror: ", style="bold red")
+        out.append_text(safe(one_line(node.get("error") or "unknown", 400), style="red"))
+    else:
+        out.append("\njudged on: ", style="dim")
+        out.append_text(safe(one_line(judged_on(snap, node), 400)))
     return out
 
 

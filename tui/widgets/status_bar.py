@@ -225,8 +225,12 @@ def status_text(snap: dict, width: int = 0, busy: bool = False,
     roles, calls = _roles(snap), _roles(snap, detail=False)
     nxt = None if str(s.get("status")) == "done" and not busy else \
         safe(f"next: {one_line(snap.get('next'), 120)}", style="dim")
+    failed = _count(s.get("failed_nodes"))
+    fail = Text(f"✗ {failed} failed — R retry, l log", style="bold red") if failed else None
 
-    important = [state, progress, steps, money] + ([evaluation] if evaluation else [])
+    # the failure count is important; `next:` yields to it (shown only when room is left)
+    important = ([state, progress, steps, money] + ([evaluation] if evaluation else [])
+                 + ([fail] if fail else []))
     for per_role in (roles, calls):  # one line, with as much per role as fits
         whole = important + [per_role, spark] + ([nxt] if nxt else [])
         if _fits(whole, width):
@@ -236,6 +240,8 @@ def status_text(snap: dict, width: int = 0, busy: bool = False,
         return _join(line)
     first = [state, progress, steps]
     second = [money] + ([evaluation] if evaluation else [])
+    if fail:  # the failure count whole on the first line, in place of `next:`
+        first, second, nxt = [state, progress, fail], [steps] + second, None
     line1 = _join(first)
     if nxt is not None:
         room = width - len(line1.plain) - len(GAP)
