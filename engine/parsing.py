@@ -961,3 +961,41 @@ def extract_tagged(text: str, start: str, end: str, *, last: bool = True) -> str
     if not segments:
         raise ParseError(f"nothing between {start} and {end}")
     return segments[-1] if last else segments[0]
+
+
+
+LOOP_WORDS = 6   # a run of this many words seen before marks the start of a loop
+
+
+def _cut_loop(text: str) -> str:
+    """The text up to where it starts repeating itself (a run of LOOP_WORDS words seen
+    before), ended at the last full sentence before that point when there is one."""
+    words = text.split()
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(words) - LOOP_WORDS + 1):
+        gram = tuple(w.lower().strip(",.;:!?") for w in words[i:i + LOOP_WORDS])
+        if gram in seen:
+            head = " ".join(words[:i])
+            end = max(head.rfind(". "), head.rfind("! "), head.rfind("? "))
+            if head.endswith((".", "!", "?")):
+                return head
+            return head[:end + 1] if end > 0 else head
+        seen.add(gram)
+    return text
+
+
+def usable_instruction(text: str, min_words: int = 20) -> str:
+    """A rewritten system prompt held to a usable minimum: where it starts looping (a small
+    model repeats itself) it is cut back to the last full sentence, and what is left must
+    have `min_words` words and instruct the assistant rather than talk about prompts.
+    Raises ParseError otherwise."""
+    cleaned = _cut_loop(" ".join(str(text).split())).strip()
+    words = len(cleaned.split())
+    if words < min_words:
+        raise ParseError(f"the new system prompt has {words} words before it loops or ends; "
+                         f"at least {min_words} are needed")
+    if re.search(r"(?i)\b(the|this|a|new|current|previous|system|old)\s+(system\s+)?prompt\b",
+                 cleaned):
+        raise ParseError("the new system prompt talks about prompts instead of instructing "
+                         "the assistant")
+    return cleaned

@@ -159,12 +159,22 @@ def judge(keys: tuple[str, ...]) -> type[Answer]:
 
 
 @lru_cache(maxsize=8)
-def transition(key: str, limit: int = 1500) -> type[Answer]:
+def transition(key: str, limit: int = 1500, prefix: str = "", min_length: int = 0) -> type[Answer]:
     """A transition: analysis, thought and the new state under `key` (new_system_prompt or
-    new_response), which must not be blank."""
-    return create_model(f"Transition_{key}", __base__=Answer,
-                        analysis=(Text(300), ""), thought=(Text(300), ""),
-                        **{key: (RequiredText(limit), ...)})
+    new_response), which must not be blank. `prefix` and `min_length` bound the new state
+    further (the embedded model's rewrites: an instruction to the assistant, of some length);
+    the prefix goes in the schema as a `^literal` pattern, which the embedded model's grammar
+    turns into a fixed start."""
+    field = RequiredText(limit, min_length)
+    if prefix:
+        schema = {"type": "string", "maxLength": limit, "pattern": "^" + re.escape(prefix)}
+        if min_length:
+            schema["minLength"] = min_length
+        field = Annotated[str, BeforeValidator(_text_value), AfterValidator(_not_blank),
+                          WithJsonSchema(schema)]
+    return create_model(f"Transition_{key}{'_' + str(min_length) if prefix else ''}",
+                        __base__=Answer, analysis=(Text(300), ""), thought=(Text(300), ""),
+                        **{key: (field, ...)})
 
 
 # ---------------------------------------------------------------------------- VAPO, PICACO

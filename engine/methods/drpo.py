@@ -79,7 +79,8 @@ from typing import Any
 
 from ..evaluation import HeldOut, WithHeldOut, node_prompt
 from ..gateway import RETRY_ROUND, CallFailed
-from ..parsing import ParseError, parse_answer, parse_reward_selection, parse_scores
+from ..parsing import (ParseError, parse_answer, parse_reward_selection, parse_scores,
+                       usable_instruction)
 from ..prompts import drpo as P
 from ..tree import note_call
 
@@ -810,14 +811,32 @@ class DRPO(WithHeldOut):
         await asyncio.gather(*(self._rewrite(ctx, parent, child, messages, offset + i)
                                for i, child in enumerate(slots)))
 
+    def _small_optimizer(self) -> bool:
+        """Whether the optimizer is the embedded model, whose system-prompt rewrites are held
+        to an instruction to the assistant of at least USABLE_WORDS words (its grammar fixes
+        the start; `usable_instruction` checks the rest), so that a run ends with a prompt a
+        person can use rather than a sentence about prompts."""
+        from ..local_model import is_embedded
+
+        return is_embedded(self.cfg["models"]["optimizer"].get("model"))
+
+    def _transition_model(self, key: str):
+        if key == "new_system_prompt" and self._small_optimizer():
+            return P.transition_model(key, prefix=P.SMALL_PROMPT_START,
+                                      min_length=P.SMALL_PROMPT_CHARS)
+        return P.transition_model(key)
+
     def _parser(self):
         _, key = self._fields()
-        model = P.transition_model(key)
+        model = self._transition_model(key)
+        small = key == "new_system_prompt" and self._small_optimizer()
 
         def parse(text: str) -> dict:
             answer = parse_answer(text, model).model_dump()
             if answer[key].strip().lower() in P.PLACEHOLDERS:
                 raise ParseError("the answer repeats the template's placeholder")
+            if small:
+                answer[key] = usable_instruction(answer[key], P.USABLE_WORDS)
             return answer
         return parse
 
@@ -835,7 +854,7 @@ class DRPO(WithHeldOut):
             answer, record = await ctx.gateway.ask(
                 "optimizer", messages, self._parser(),
                 purpose="rewrite", node=child["id"], sample=sample,
-                schema=P.transition_model(key))
+                schema=self._transition_model(key))
         except CallFailed as exc:
             ctx.fail(child, exc)
             return
@@ -886,7 +905,7 @@ class DRPO(WithHeldOut):
         gateway = ctx.gateway
         _, key = self._fields()
         parse = self._parser()
-        response_format = gateway.response_format("optimizer", P.transition_model(key), "rewrite")
+        response_format = gateway.response_format("optimizer", self._transition_model(key), "rewrite")
         reasons = [first_reason]
         rounds = gateway.settings["parse_retries"] + 1
         for attempt in range(1, rounds * (RETRY_ROUND.get() + 1)):

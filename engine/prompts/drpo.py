@@ -294,8 +294,16 @@ def scores_model(aspects: list[str]):
     return S.scores(tuple(aspects))
 
 
-def transition_model(key: str, limit: int = 1500):
-    return S.transition(key, limit)
+# The embedded model's system-prompt rewrites: they start by addressing the assistant and run
+# to at least SMALL_PROMPT_CHARS characters (its grammar enforces both), and must hold
+# USABLE_WORDS words once repeated sentences are dropped.
+SMALL_PROMPT_START = "You are "
+SMALL_PROMPT_CHARS = 120
+USABLE_WORDS = 20
+
+
+def transition_model(key: str, limit: int = 1500, prefix: str = "", min_length: int = 0):
+    return S.transition(key, limit, prefix, min_length)
 
 
 def selection_schema(bounds: tuple[int, int] = SELECTION_RANGE) -> dict:
