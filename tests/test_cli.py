@@ -146,3 +146,12 @@ def test_missing_config_file_and_missing_session(tmp_path):
     assert proc.returncode == 2 and "config file not found" in proc.stderr
     proc = cli("sessions", "show", "abc", "--store", tmp_path / "s", timeout=60)
     assert proc.returncode == 3 and "no session 'abc'" in proc.stderr
+
+
+def test_the_top_level_store_applies_to_every_command(tmp_path, fake_server):
+    cfg = write_config(tmp_path / "c.toml", fake_server.base_url, search=SEARCH, name="top")
+    out = json.loads(cli("--store", tmp_path / "s", "run", cfg, "--json", check=True).stdout)
+    listing = json.loads(cli("--store", tmp_path / "s", "sessions", "list", "--json",
+                             check=True).stdout)
+    assert [s["id"] for s in listing] == [out["session"]]
+    assert not (ROOT / "s").exists()

@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "store", None) is None and args.top_store:
+        args.store = args.top_store  # `promptarbor --store DIR <command>` means DIR too
     if not args.verbose:
         _quiet_dependencies()
     if args.command == "run":
