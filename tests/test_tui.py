@@ -6,6 +6,7 @@ import time
 import pytest
 
 from conftest import write_config
+from pilot import open_workbench, wait_for
 from promptarbor.engine.config import load_config
 from promptarbor.engine.datasets import load_icl_examples, load_seed_queries
 from promptarbor.engine.runner import Runner
@@ -54,19 +55,6 @@ def stored(tmp_path, session_id) -> dict:
     return SessionStore(tmp_path / "store").load(session_id)
 
 
-async def wait_for(pilot, predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        if predicate():
-            return
-    raise AssertionError("condition not reached in time")
-
-
-async def open_workbench(pilot) -> WorkbenchScreen:
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, WorkbenchScreen)
-                   and pilot.app.screen.snap is not None)
-    return pilot.app.screen
 
 
 def idle(screen):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
 from conftest import (FAKE_KEY, drpo_responder, picaco_responder, vapo_responder, write_config)
 from fake_llm import FakeLLMServer
+from pilot import open_workbench as _open_workbench, wait_for
 from promptarbor.engine.config import load_config
 from promptarbor.engine.datasets import load_inputs
 from promptarbor.engine.runner import Runner
@@ -82,20 +82,8 @@ def screen_text(app) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
-async def wait_for(pilot, predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        if predicate():
-            return
-    raise AssertionError("condition not reached in time")
-
-
 async def open_workbench(pilot) -> WorkbenchScreen:
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, WorkbenchScreen)
-                   and pilot.app.screen.snap is not None)
-    await pilot.pause(0.2)
-    return pilot.app.screen
+    return await _open_workbench(pilot, settle=0.2)
 
 
 def run_app(store_dir, session_id, size, scenario, notifications=False):

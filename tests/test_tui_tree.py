@@ -5,9 +5,9 @@ Candidates view's ranking and jump."""
 import asyncio
 import json
 import re
-import time
 
 from conftest import _between, drpo_responder, write_config, write_tasks
+from pilot import open_workbench as _open_workbench, wait_for
 from promptarbor.engine.config import load_config
 from promptarbor.engine.datasets import load_inputs
 from promptarbor.engine.runner import Runner
@@ -67,20 +67,8 @@ def edit_stored(tmp_path, session_id, change) -> dict:
     return session
 
 
-async def wait_for(pilot, predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.05)
-        if predicate():
-            return
-    raise AssertionError("condition not reached in time")
-
-
 async def open_workbench(pilot) -> WorkbenchScreen:
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, WorkbenchScreen)
-                   and pilot.app.screen.snap is not None)
-    await pilot.pause(0.2)
-    return pilot.app.screen
+    return await _open_workbench(pilot, settle=0.2)
 
 
 def tree_lines(screen) -> list[str]:
