@@ -15,12 +15,12 @@ import pytest
 from conftest import (drpo_responder, picaco_responder, vapo_responder, write_config,
                       write_tasks)
 from fake_llm import FakeLLMServer
+from test_snapshots import _workbench_ready
 from promptarbor.engine.config import load_config
 from promptarbor.engine.datasets import load_inputs
 from promptarbor.engine.runner import Runner
 from promptarbor.sessions.store import SessionStore
 from promptarbor.tui.app import PromptArborApp
-from promptarbor.tui.screens.workbench import WorkbenchScreen
 
 SIZES = {"80x24": (80, 24), "160x45": (160, 45)}
 FIXED = 1_790_000_000.0
@@ -91,15 +91,6 @@ def store_dir(tmp_path_factory):
 def utc(monkeypatch):
     monkeypatch.setenv("TZ", "UTC")  # the browser shows local time
     time.tzset()
-
-
-async def _workbench_ready(pilot):
-    for _ in range(400):
-        await pilot.pause(0.05)
-        screen = pilot.app.screen
-        if isinstance(screen, WorkbenchScreen) and screen.snap is not None:
-            break
-    await pilot.pause(0.3)
 
 
 def _keys(*keys: str):
