@@ -136,13 +136,33 @@ class Evaluation:
             out["judge"] += len(todo) * per_judge
         return out
 
+    def span(self) -> int:
+        """How many batches the next step runs together: the following ones while their
+        samples add up to BATCH at most (a small evaluation compares root and final in one
+        step, so a local model's parallel slots stay busy). Pairwise: one, since batches
+        share the baseline's answers."""
+        batches = self.batches()
+        cursor = self.state["cursor"]
+        if self.judge == "pairwise":
+            return 1
+        count, samples = 0, 0
+        for _, chunk in batches[cursor:]:
+            samples += len(chunk) * self.k
+            if count and samples > BATCH:
+                break
+            count += 1
+        return max(count, 1)
+
     def describe_next(self) -> str:
         if self.done:
             return "finished"
         batches = self.batches()
-        p, chunk = batches[self.state["cursor"]]
-        return (f"batch {self.state['cursor'] + 1}/{len(batches)}: prompt "
-                f"{self.prompts[p]['label']!r}, {len(chunk)} items × {self.k} samples")
+        cursor, span = self.state["cursor"], self.span()
+        units = batches[cursor:cursor + span]
+        labels = ", ".join(repr(self.prompts[p]["label"]) for p, _ in units)
+        number = f"{cursor + 1}" if span == 1 else f"{cursor + 1}-{cursor + span}"
+        return (f"batch {number}/{len(batches)}: prompt{'s' if span > 1 else ''} {labels}, "
+                f"{len(units[0][1])} items × {self.k} samples")
 
     def _relevance(self) -> bool:
         return self.judge == "conformity" and self.spec.get("kind") == "schwartz"
@@ -185,11 +205,12 @@ class Evaluation:
         if self.done:
             return
         batches = self.batches()
-        p, chunk = batches[self.state["cursor"]]
+        span = self.span()
+        units = batches[self.state["cursor"]:self.state["cursor"] + span]
         by_id = {item["id"]: item for item in self.items}
         await asyncio.gather(*(self._sample(gateway, p, by_id[i], s)
-                               for i in chunk for s in range(self.k)))
-        self.state["cursor"] += 1
+                               for p, chunk in units for i in chunk for s in range(self.k)))
+        self.state["cursor"] += span
         if self.state["cursor"] >= len(batches):
             self.state["done"] = True
 

@@ -101,16 +101,16 @@ def default_slots() -> int:
 
 
 def default_threads() -> int:
-    """The threads llama.cpp computes with: PROMPTARBOR_LOCAL_THREADS, else one core fewer
-    than this process may use (at least 1). llama.cpp's threads wait for each other after
-    every operation, so one of them losing its core to another process (or to this one's
-    Python) stalls them all: on 2 busy cores, 2 threads made 12-52 tokens/s where 1 made
-    62-72 (bench/embedded.py)."""
+    """The threads llama.cpp computes with: PROMPTARBOR_LOCAL_THREADS, else every core this
+    process may use. On 2 idle cores (bench/embedded.py) 2 threads made 104-129 tokens/s
+    where 1 made 71-82. llama.cpp's threads wait for each other after every operation, so
+    when other work keeps the cores busy one thread fewer is faster (there 2 made 12-52
+    tokens/s where 1 made 62-72): set PROMPTARBOR_LOCAL_THREADS=1 on a shared machine."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return _env_int(THREADS_ENV, max(1, cores - 1), 256)
+    return _env_int(THREADS_ENV, max(1, cores), 256)
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -362,8 +362,9 @@ def schema_to_gbnf(schema: dict) -> str:
             least = min(int(node.get("minLength", 0)), limit)
             start = _literal_prefix(node.get("pattern"))
             if start:  # a fixed start: the literal, then the rest within the same limits
-                rest = len(start)
-                rules[name] = (f'"\\"" {json.dumps(start)} '
+                escaped = json.dumps(start)[1:-1]   # as it stands inside the JSON string
+                rest = len(escaped)
+                rules[name] = (f'"\\"" {json.dumps(escaped)} '
                                f'char{{{max(0, least - rest)},{max(0, limit - rest)}}} '
                                f'"\\"" space')
             else:
@@ -375,10 +376,15 @@ def schema_to_gbnf(schema: dict) -> str:
         elif kind == "boolean":
             rules[name] = '("true" | "false") space'
         elif kind == "array":
-            item = rule(node.get("items", {"type": "string"}), f"{name}-item")
             lo, hi = int(node.get("minItems", 0)), node.get("maxItems")
             if lo < 1 or hi is None:
                 raise UnsupportedSchema("arrays need minItems >= 1 and maxItems")
+            choices = (node.get("items") or {}).get("enum")
+            if node.get("uniqueItems") and choices:
+                rules[name] = _distinct_choices(rules, name, [str(c) for c in choices], lo,
+                                                int(hi))
+                return name
+            item = rule(node.get("items", {"type": "string"}), f"{name}-item")
             rest = f'("," space {item}){{{lo - 1},{int(hi) - 1}}}'
             rules[name] = f'"[" space {item} {rest} "]" space'
         elif kind == "object":
@@ -388,7 +394,7 @@ def schema_to_gbnf(schema: dict) -> str:
             parts = []
             for i, (key, sub) in enumerate(props.items()):
                 sub_name = f"{name}-{i}"
-                rule(sub, sub_name)
+                rule(_note_capped(key, sub), sub_name)
                 parts.append(f'{literal(key)} space ":" space {sub_name}')
             rules[name] = '"{" space ' + ' "," space '.join(parts) + ' "}" space'
         else:
@@ -399,12 +405,58 @@ def schema_to_gbnf(schema: dict) -> str:
     return "\n".join(f"{k} ::= {v}" for k, v in rules.items()) + _GBNF_TAIL
 
 
+# Free-text notes in structured answers (a judge's rationale, an analysis) are held to
+# NOTE_CHARS characters in the embedded model's grammar: the small model's notes add little
+# and were up to 450 tokens per judgement, on the critical path of every step.
+NOTE_CHARS = 100
+NOTE_KEYS = frozenset({"rationale", "reason", "reasoning", "analysis", "thought", "main_topic",
+                       "user_intent", "ambiguities", "response_format", "challenges"})
+
+
+def _note_capped(key: str, node: Any) -> Any:
+    """A note's schema with its maxLength held to NOTE_CHARS (other schemas as they are)."""
+    if (key in NOTE_KEYS and isinstance(node, dict) and node.get("type") == "string"
+            and "pattern" not in node and "enum" not in node and not node.get("minLength")):
+        return {**node, "maxLength": min(int(node.get("maxLength", NOTE_CHARS)), NOTE_CHARS)}
+    return node
+
+
+def _distinct_choices(rules: dict[str, str], name: str, choices: list[str], lo: int,
+                      hi: int) -> str:
+    """An array of lo..hi distinct items of `choices` (uniqueItems on an enum): the items
+    come in the order `choices` lists them, so none can repeat. Rule `{name}-i-k` is choice i
+    as the k-th item followed by what may come after it; returns the array's rule body."""
+    count = len(choices)
+    hi = min(hi, count)
+    if lo > hi:
+        raise UnsupportedSchema("more distinct items asked for than there are choices")
+    possible: dict[tuple[int, int], bool] = {}
+    for k in range(hi, 0, -1):          # can choice i as item k end a valid array?
+        for i in range(count - 1, -1, -1):
+            possible[i, k] = k >= lo or (k < hi and any(possible.get((j, k + 1), False)
+                                                        for j in range(i + 1, count)))
+    for (i, k), ok in possible.items():
+        if not ok:
+            continue
+        nexts = [f"{name}-{j}-{k + 1}" for j in range(i + 1, count)
+                 if k < hi and possible[j, k + 1]]
+        tail = ' | '.join(f'"," space {n}' for n in nexts)
+        if k >= lo:
+            tail = f"({tail})?" if tail else ""
+        else:
+            tail = f"({tail})"
+        rules[f"{name}-{i}-{k}"] = f"{json.dumps(json.dumps(choices[i]))} space {tail}".rstrip()
+    firsts = " | ".join(f"{name}-{i}-1" for i in range(count) if possible[i, 1])
+    return f'"[" space ({firsts}) "]" space'
+
+
 def _literal_prefix(pattern: Any) -> str:
-    """The literal start a `^literal` pattern asks for ("" for any other pattern)."""
+    """The literal start a `^literal` pattern asks for: "" for any other pattern. The literal
+    is whatever `re.escape` made the pattern from, so any text can be a fixed start."""
     if not isinstance(pattern, str) or not pattern.startswith("^"):
         return ""
-    text = re.sub(r"\\(.)", r"\1", pattern[1:])
-    return text if re.fullmatch(r"[A-Za-z0-9 ,.'-]+", text) else ""
+    text = re.sub(r"\\(.)", r"\1", pattern[1:], flags=re.S)
+    return text if text and re.escape(text) == pattern[1:] else ""
 
 
 def _closed(node: Any) -> Any:

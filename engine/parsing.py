@@ -967,14 +967,15 @@ def extract_tagged(text: str, start: str, end: str, *, last: bool = True) -> str
 LOOP_WORDS = 6   # a run of this many words seen before marks the start of a loop
 
 
-def _cut_loop(text: str) -> str:
+def _cut_loop(text: str, start: int = 0) -> str:
     """The text up to where it starts repeating itself (a run of LOOP_WORDS words seen
-    before), ended at the last full sentence before that point when there is one."""
+    before), ended at the last full sentence before that point when there is one. Repeats
+    are looked for from word `start` on (the words before it count as seen)."""
     words = text.split()
     seen: set[tuple[str, ...]] = set()
     for i in range(len(words) - LOOP_WORDS + 1):
         gram = tuple(w.lower().strip(",.;:!?") for w in words[i:i + LOOP_WORDS])
-        if gram in seen:
+        if gram in seen and i >= start:
             head = " ".join(words[:i])
             end = max(head.rfind(". "), head.rfind("! "), head.rfind("? "))
             if head.endswith((".", "!", "?")):
@@ -999,3 +1000,52 @@ def usable_instruction(text: str, min_words: int = 20) -> str:
         raise ParseError("the new system prompt talks about prompts instead of instructing "
                          "the assistant")
     return cleaned
+
+
+# Words of a query that say nothing of its topic (DRPO's rule 3 check below).
+COMMON_WORDS = frozenset("""should would could before after because between without within
+through during something anything everything someone anyone everyone people answer answers
+question questions please really always never other others thing things about which where
+there their these those while being having making another little better still""".split())
+
+
+def topic_words(query: str) -> set[str]:
+    """The query's words of 6 letters or more that are not common ones: a new bullet that
+    uses one speaks of this query's topic (DRPO's rule 3: the prompt must stay general)."""
+    return {w for w in re.findall(r"[a-z]{6,}", query.lower()) if w not in COMMON_WORDS}
+
+
+def usable_bullet(kept: str, bullet: str, fixed: str = "", min_words: int = 20,
+                  bullet_words: int = 6, query: str = "") -> str:
+    """The system prompt `kept` (ending with a bullet's mark) with one new bullet, held to a
+    usable minimum (the embedded model's rewrites: it writes the bullet, whose first words,
+    `fixed`, its grammar sets). The bullet is its first line, cut back where it repeats itself
+    or the prompt; what the model wrote after `fixed` must have `bullet_words` words and the
+    whole prompt `min_words`; and it must instruct the assistant rather than talk about prompts
+    or name the topic of `query`. Returns the new prompt; raises ParseError."""
+    line = str(bullet).split("\n", 1)[0]
+    if not line.startswith(fixed):
+        raise ParseError(f"the new bullet does not start with {fixed!r}")
+    # the loop check runs over the prompt kept and what the model wrote, without the fixed
+    # words (every bullet starts with them; they are no sign of copying)
+    head = " ".join(kept.split())
+    whole = _cut_loop(" ".join((head + " " + line[len(fixed):]).split()), len(head.split()))
+    written = whole[len(head):].strip() if whole.startswith(head) else ""
+    if not written.endswith((".", "!", "?")):   # cut off: back to its last full sentence
+        end = max(written.rfind(". "), written.rfind("! "), written.rfind("? "))
+        written = written[:end + 1] if end > 0 else written.rstrip(" ,;:-") + "."
+    words = len(re.findall(r"[A-Za-z][A-Za-z'-]+", written))
+    least = max(bullet_words, min_words - len(re.findall(r"[A-Za-z][A-Za-z'-]+", head + " " + fixed)))
+    if words < least:
+        raise ParseError(f"the new bullet has {words} words before it repeats itself or the "
+                         f"prompt, or ends; at least {least} are needed")
+    text = fixed + written
+    if re.search(r"(?i)\b(the|this|a|new|current|previous|system|old|your)\s+(system\s+)?prompt\b",
+                 text):
+        raise ParseError("the new bullet talks about prompts instead of instructing the "
+                         "assistant")
+    named = sorted(topic_words(query) & {w.lower() for w in re.findall(r"[A-Za-z]+", text)})
+    if named:
+        raise ParseError(f"the new bullet names this query's topic ({', '.join(named[:3])}); "
+                         f"it must hold for any query")
+    return kept + text

@@ -165,16 +165,28 @@ def transition(key: str, limit: int = 1500, prefix: str = "", min_length: int = 
     further (the embedded model's rewrites: an instruction to the assistant, of some length);
     the prefix goes in the schema as a `^literal` pattern, which the embedded model's grammar
     turns into a fixed start."""
-    field = RequiredText(limit, min_length)
-    if prefix:
-        schema = {"type": "string", "maxLength": limit, "pattern": "^" + re.escape(prefix)}
-        if min_length:
-            schema["minLength"] = min_length
-        field = Annotated[str, BeforeValidator(_text_value), AfterValidator(_not_blank),
-                          WithJsonSchema(schema)]
+    field = _starting(prefix, min_length, limit) if prefix else RequiredText(limit, min_length)
     return create_model(f"Transition_{key}{'_' + str(min_length) if prefix else ''}",
                         __base__=Answer, analysis=(Text(300), ""), thought=(Text(300), ""),
                         **{key: (field, ...)})
+
+
+def _starting(prefix: str, least: int, most: int) -> Any:
+    """Text that starts with `prefix` (a `^literal` pattern in the schema, which the embedded
+    model's grammar turns into a fixed start), `least`..`most` characters long."""
+    schema = {"type": "string", "maxLength": most, "pattern": "^" + re.escape(prefix)}
+    if least:
+        schema["minLength"] = least
+    return Annotated[str, BeforeValidator(_text_value), AfterValidator(_not_blank),
+                     WithJsonSchema(schema)]
+
+
+@lru_cache(maxsize=8)
+def bullet(start: str, least: int, most: int) -> type[Answer]:
+    """One new bullet of a system prompt (the embedded model's DRPO rewrites): a short
+    analysis, and the bullet, which starts with `start`."""
+    return create_model("Bullet", __base__=Answer, analysis=(Text(160), ""),
+                        new_bullet=(_starting(start, least, most), ...))
 
 
 # ---------------------------------------------------------------------------- VAPO, PICACO

@@ -80,7 +80,7 @@ from typing import Any
 from ..evaluation import HeldOut, WithHeldOut, node_prompt
 from ..gateway import RETRY_ROUND, CallFailed
 from ..parsing import (ParseError, parse_answer, parse_reward_selection, parse_scores,
-                       usable_instruction)
+                       usable_bullet, usable_instruction)
 from ..prompts import drpo as P
 from ..tree import note_call
 
@@ -820,22 +820,38 @@ class DRPO(WithHeldOut):
 
         return is_embedded(self.cfg["models"]["optimizer"].get("model"))
 
-    def _transition_model(self, key: str):
-        if key == "new_system_prompt" and self._small_optimizer():
+    def _small_mode(self, key: str, parent: dict | None) -> str:
+        """How the embedded optimizer rewrites `parent`'s system prompt: "bullet" (it writes one
+        new bullet, added to the prompt), "whole" (a new prompt with a fixed start, once the
+        prompt has the most bullets); "" for other models and for ICL answers."""
+        if key != "new_system_prompt" or not self._small_optimizer():
+            return ""
+        return "bullet" if parent and P.small_prompt_base(parent["text"]) else "whole"
+
+    def _transition_model(self, key: str, parent: dict | None = None):
+        mode = self._small_mode(key, parent)
+        if mode == "bullet":
+            return P.small_bullet_model()
+        if mode == "whole":
             return P.transition_model(key, prefix=P.SMALL_PROMPT_START,
                                       min_length=P.SMALL_PROMPT_CHARS)
         return P.transition_model(key)
 
-    def _parser(self):
+    def _parser(self, parent: dict | None = None):
         _, key = self._fields()
-        model = self._transition_model(key)
-        small = key == "new_system_prompt" and self._small_optimizer()
+        model = self._transition_model(key, parent)
+        mode = self._small_mode(key, parent)
 
         def parse(text: str) -> dict:
             answer = parse_answer(text, model).model_dump()
+            if mode == "bullet":
+                query = parent.get("detail", {}).get("query", "")
+                new = usable_bullet(P.small_prompt_base(parent["text"]), answer.pop("new_bullet"),
+                                    P.SMALL_BULLET_START, P.USABLE_WORDS, query=query)
+                return {**answer, "thought": "added one bullet", key: new}
             if answer[key].strip().lower() in P.PLACEHOLDERS:
                 raise ParseError("the answer repeats the template's placeholder")
-            if small:
+            if mode == "whole":
                 answer[key] = usable_instruction(answer[key], P.USABLE_WORDS)
             return answer
         return parse
@@ -852,9 +868,9 @@ class DRPO(WithHeldOut):
         _, key = self._fields()
         try:
             answer, record = await ctx.gateway.ask(
-                "optimizer", messages, self._parser(),
+                "optimizer", messages, self._parser(parent),
                 purpose="rewrite", node=child["id"], sample=sample,
-                schema=self._transition_model(key))
+                schema=self._transition_model(key, parent))
         except CallFailed as exc:
             ctx.fail(child, exc)
             return
@@ -886,7 +902,7 @@ class DRPO(WithHeldOut):
                      message=f"the optimizer returned {len(texts)} of {count} samples asked in "
                              f"one call; the others are asked one per call, and so are later "
                              f"samples")
-        parse = self._parser()
+        parse = self._parser(parent)
         work = []
         for i, child in enumerate(slots):
             if i >= len(texts):
@@ -904,8 +920,9 @@ class DRPO(WithHeldOut):
         gateway's parse_retries, as `Gateway.ask` makes them (not new slots of the plan)."""
         gateway = ctx.gateway
         _, key = self._fields()
-        parse = self._parser()
-        response_format = gateway.response_format("optimizer", self._transition_model(key), "rewrite")
+        parse = self._parser(parent)
+        response_format = gateway.response_format("optimizer", self._transition_model(key, parent),
+                                                  "rewrite")
         reasons = [first_reason]
         rounds = gateway.settings["parse_retries"] + 1
         for attempt in range(1, rounds * (RETRY_ROUND.get() + 1)):
@@ -948,6 +965,9 @@ class DRPO(WithHeldOut):
         history = self.search.get("history", 5)
         shown = path[-history:] if history else []
         first = len(path) - len(shown) + 1 if shown else 1
+        if self._small_mode("new_system_prompt", node) == "bullet":
+            return P.small_system_prompt_transition(detail.get("query", ""),
+                                                    detail.get("response", ""), evaluation)
         return P.system_prompt_transition(node["text"], detail.get("query", ""),
                                           detail.get("response", ""), evaluation,
                                           [n["text"] for n in shown], first)

@@ -15,6 +15,8 @@ ours.
 """
 from __future__ import annotations
 
+import re
+
 from .. import schemas as S
 
 
@@ -300,6 +302,61 @@ def scores_model(aspects: list[str]):
 SMALL_PROMPT_START = "You are "
 SMALL_PROMPT_CHARS = 120
 USABLE_WORDS = 20
+
+
+# Until the prompt has SMALL_MAX_BULLETS bullets (rule 7's most), the embedded model does not
+# rewrite it whole: it writes one new bullet (rule 7 allows two) of SMALL_BULLET_CHARS
+# characters, which starts with SMALL_BULLET_START (its grammar fixes those words) and is
+# added to the current prompt. It is asked with the short meta-prompt below, which leaves the
+# current prompt out: a 135M model shown it copied its bullets. Measured on one quickstart:
+# whole new prompts, 2 usable in 19 calls (they talk about prompts); at two of its states, 8
+# samples each, bullets written after the current prompt 1-4 usable (copies), bullets alone 4-6.
+SMALL_MAX_BULLETS = 8
+SMALL_BULLET_CHARS = (40, 300)
+SMALL_BULLET_START = "When you answer, "  # so that the bullet instructs the assistant
+BULLET_LINE = re.compile(r"^\s*[-*\u2022]\s", re.M)
+
+
+def small_prompt_base(current: str) -> str:
+    """What the embedded model's new bullet is added to: the current prompt and a bullet's
+    mark; "" once the prompt has SMALL_MAX_BULLETS bullets (then it writes a whole new one)."""
+    bullets = len(BULLET_LINE.findall(current))
+    if bullets >= SMALL_MAX_BULLETS or not current.strip():
+        return ""
+    return current.rstrip() + ("\n- " if bullets else "\n\n- ")
+
+
+SMALL_ANSWER_CHARS = 600  # of the judged answer, shown to the embedded optimizer
+
+
+def small_system_prompt_transition(query: str, output: str, evaluation: str) -> str:
+    """The embedded model's rewrite: DRPO's query, answer and evaluation, and one change asked
+    for, a new bullet aimed at the weakest aspect (rules 3 and 7). The answer is shown up to
+    SMALL_ANSWER_CHARS characters: the evaluation already says what is wrong with it, and a
+    prompt token costs the embedded model about half what an answer token does."""
+    if len(output) > SMALL_ANSWER_CHARS:
+        output = output[:SMALL_ANSWER_CHARS].rsplit(" ", 1)[0] + " [...]"
+    return f"""You help an AI assistant write better answers, one instruction at a time.
+
+A user asked: {query}
+
+The assistant answered:
+<<<
+{output}
+>>>
+
+A judge scored that answer on several aspects (1 = worst, 5 = best):
+{evaluation}
+
+Write one new instruction for the assistant: a general rule that would make its answers better on the aspect with the lowest score, for any user question. Do not mention this question or its topic.
+
+Reply with one JSON object: {{"analysis": <which aspect scored lowest, and why>, "new_bullet": <the instruction>}}"""
+
+
+def small_bullet_model():
+    """The embedded model's new bullet: a short analysis, and the bullet with its fixed start."""
+    least, most = SMALL_BULLET_CHARS
+    return S.bullet(SMALL_BULLET_START, least, most)
 
 
 def transition_model(key: str, limit: int = 1500, prefix: str = "", min_length: int = 0):
