@@ -359,12 +359,13 @@ def test_mark_compare_confirm_then_the_browser_lists_it(tmp_path, fake_server, f
 
 def test_a_comparison_runs_off_the_ui_pauses_with_p_and_resumes(tmp_path, fake_server, fake_key):
     """Without a cache every call is sent (slowly): the status line counts them, the UI keeps
-    answering keys, p pauses after the batch in flight (a partial verdict), V resumes."""
+    answering keys, p pauses after the batch in flight (a partial verdict), V resumes. Six
+    held-out items: two prompts' 12 samples are more than one step runs together (BATCH)."""
     import shutil
 
-    session_id = finished_session(tmp_path, fake_server)
+    session_id = finished_session(tmp_path, fake_server, eval={"limit": 6})
     shutil.rmtree(tmp_path / "store" / "cache")  # the held-out answers are sent again
-    fake_server.latency = 0.6  # a batch (3 answers, then their 3 verdicts) takes 1.2 s or more
+    fake_server.latency = 0.6  # a batch (6 answers, then their 6 verdicts) takes 1.2 s or more
     answered = fake_server.answered
 
     async def scenario():
@@ -383,12 +384,12 @@ def test_a_comparison_runs_off_the_ui_pauses_with_p_and_resumes(tmp_path, fake_s
             await pilot.press("l")  # the UI answers while the evaluation runs
             assert workbench.query_one("#log").display
             # the first answers are in (status line counting), the batch's verdicts are not
-            await wait_for(pilot, lambda: "calls 0/12" not in text_of(status))
-            assert "batch 0/2" in text_of(status) and "calls 6/12" not in text_of(status)
+            await wait_for(pilot, lambda: "calls 0/24" not in text_of(status))
+            assert "batch 0/2" in text_of(status) and "calls 12/24" not in text_of(status)
             await pilot.press("p")
             await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen), 60)
             assert app.screen.verdict["status"] == "paused"
-            await wait_for(pilot, lambda: "partial result (3 of 6 samples)"
+            await wait_for(pilot, lambda: "partial result (6 of 12 samples)"
                            in text_of(app.screen.query_one("#r-title")))
             assert any("paused; V on the same nodes resumes it" in m for m in messages(app))
             assert not status.display and workbench.comparing is None
@@ -397,7 +398,7 @@ def test_a_comparison_runs_off_the_ui_pauses_with_p_and_resumes(tmp_path, fake_s
             await pilot.press("V")
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             question = str(app.screen.query_one("#question").render())
-            assert "exists: it resumes" in question and "still to run: base 3, judge 3" in question
+            assert "exists: it resumes" in question and "still to run: base 6, judge 6" in question
             await pilot.press("y")
             await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen), 60)
             assert app.screen.verdict["status"] == "done"
@@ -406,7 +407,7 @@ def test_a_comparison_runs_off_the_ui_pauses_with_p_and_resumes(tmp_path, fake_s
 
     asyncio.run(scenario())
     # every answer and verdict of both prompts, each paid once
-    assert fake_server.answered - answered == 12
+    assert fake_server.answered - answered == 24
 
 
 def test_compare_on_a_session_without_a_held_out_set_is_a_toast(tmp_path, fake_server, fake_key):
