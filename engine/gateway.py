@@ -524,9 +524,11 @@ class Gateway:
     async def ask(self, role: str, messages: list[dict], parse: Callable[[str], Any], *,
                   purpose: str, node: str | None = None, sample: int = 0,
                   schema: dict | None = None, stop: list[str] | None = None,
-                  temperature: float | None = None) -> tuple[Any, dict]:
+                  temperature: float | None = None,
+                  retries: int | None = None) -> tuple[Any, dict]:
         """A call whose answer must parse. Retries with fresh samples (each with its own
-        seed and a raised temperature), then raises CallFailed.
+        seed and a raised temperature), then raises CallFailed. `retries`: how many, instead
+        of the gateway's parse_retries.
 
         `schema` (the answer's pydantic model from engine.schemas, or a JSON schema) goes as
         `response_format` where the role's `structured` setting says so (see
@@ -539,7 +541,7 @@ class Gateway:
 
         reasons = []
         record: dict | None = None
-        per_round = self.settings["parse_retries"] + 1
+        per_round = (self.settings["parse_retries"] if retries is None else retries) + 1
         # a retried node's earlier rounds replay from the cache; its last round asks anew
         for attempt in range(per_round * (RETRY_ROUND.get() + 1)):
             result = await self.call(role, messages, purpose=purpose, node=node, sample=sample,

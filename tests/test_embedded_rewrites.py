@@ -736,3 +736,22 @@ def test_a_pairwise_evaluation_steps_one_batch_at_a_time(tmp_path, fake_server, 
     assert runner.done and runner.doc["steps"] == 2
     assert runner.gateway.totals()["calls"] == runner.doc["planned_calls"]
     runner.gateway.close()
+
+
+def test_a_refused_bullet_gets_at_least_the_small_retries(tmp_path):
+    """About half the embedded model's bullets are refused: its rewrites get at least
+    P.SMALL_RETRIES new samples whatever parse_retries says (more when it says more); other
+    optimizers and whole-prompt rewrites keep parse_retries."""
+    class Gateway:
+        settings = {"parse_retries": 1}
+
+    method, ctx, root = _method(tmp_path, "local/smollm2")
+    assert method._rewrite_retries(Gateway, "new_system_prompt", root) == P.SMALL_RETRIES
+    Gateway.settings = {"parse_retries": 7}
+    assert method._rewrite_retries(Gateway, "new_system_prompt", root) == 7
+    Gateway.settings = {"parse_retries": 1}
+    full = dict(root, text="You are kind.\n" + "".join(f"- rule {i}\n" for i in range(8)))
+    assert method._rewrite_retries(Gateway, "new_system_prompt", full) == 1
+    (tmp_path / "other").mkdir()
+    other, _, other_root = _method(tmp_path / "other", "openai/fake-optimizer")
+    assert other._rewrite_retries(Gateway, "new_system_prompt", other_root) == 1

@@ -837,6 +837,15 @@ class DRPO(WithHeldOut):
                                       min_length=P.SMALL_PROMPT_CHARS)
         return P.transition_model(key)
 
+    def _rewrite_retries(self, gateway, key: str, parent: dict | None) -> int:
+        """New samples for a rewrite that does not parse: the gateway's parse_retries, and at
+        least P.SMALL_RETRIES for the embedded model's bullets (about half are refused, and
+        its samples cost nothing)."""
+        retries = gateway.settings["parse_retries"]
+        if self._small_mode(key, parent) == "bullet":
+            return max(retries, P.SMALL_RETRIES)
+        return retries
+
     def _parser(self, parent: dict | None = None):
         _, key = self._fields()
         model = self._transition_model(key, parent)
@@ -870,7 +879,8 @@ class DRPO(WithHeldOut):
             answer, record = await ctx.gateway.ask(
                 "optimizer", messages, self._parser(parent),
                 purpose="rewrite", node=child["id"], sample=sample,
-                schema=self._transition_model(key, parent))
+                schema=self._transition_model(key, parent),
+                retries=self._rewrite_retries(ctx.gateway, key, parent))
         except CallFailed as exc:
             ctx.fail(child, exc)
             return

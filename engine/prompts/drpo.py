@@ -314,6 +314,7 @@ USABLE_WORDS = 20
 SMALL_MAX_BULLETS = 8
 SMALL_BULLET_CHARS = (40, 300)
 SMALL_BULLET_START = "When you answer, "  # so that the bullet instructs the assistant
+SMALL_RETRIES = 4  # new samples for a refused bullet, at least (about half are refused)
 BULLET_LINE = re.compile(r"^\s*[-*\u2022]\s", re.M)
 
 
