@@ -329,3 +329,36 @@ def test_key_shapes_and_short_errors():
     fatal = ("base model openai/x: authentication failed (HTTP 401): AuthenticationError: "
              "litellm.AuthenticationError: Incorrect API key provided: [redacted]")
     assert short_error(fatal).startswith("HTTP 401 authentication failed: Incorrect API key")
+
+
+def test_escape_asks_before_dropping_a_filled_form_and_not_before_an_untouched_one(tmp_path):
+    """escape (and the Cancel button) on a wizard whose fields were changed asks first: no
+    keeps the form as filled, yes drops it; an untouched wizard closes at once."""
+    from promptarbor.tui.screens.modals import ConfirmScreen
+
+    async def scenario():
+        app = PromptArborApp(tmp_path / "store")
+        async with app.run_test(size=SMALL) as pilot:
+            wizard = await open_wizard(pilot)
+            await pilot.press("escape")  # nothing changed: closes
+            await wait_for(pilot, lambda: not isinstance(app.screen, NewSessionScreen))
+            assert not isinstance(app.screen, ConfirmScreen)
+
+            wizard = await open_wizard(pilot)
+            await pilot.press(*"tides")
+            wizard.query_one("#num-drpo-depth").value = "3"
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            assert "Drop this new session?" in screenshot_text(app)
+            await pilot.press("escape")  # no: the form as it was
+            await wait_for(pilot, lambda: app.screen is wizard)
+            assert wizard.query_one("#name").value == "tides"
+            assert wizard.query_one("#num-drpo-depth").value == "3"
+            await pilot.click("#cancel")  # the button asks too
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(pilot, lambda: not isinstance(app.screen, (NewSessionScreen,
+                                                                      ConfirmScreen)))
+            assert not list((tmp_path / "store").glob("sessions/*.json"))
+
+    asyncio.run(scenario())

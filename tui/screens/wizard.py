@@ -151,7 +151,7 @@ class NewSessionScreen(ModalScreen[dict | None]):
     the chosen method's group is shown and read.
     """
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "cancel"),
+    BINDINGS = [Binding("escape", "cancel", "cancel"),
                 Binding("ctrl+s", "create", "create")]
     # (key, label, default, "integer" | "number") per family; the defaults are the papers'
     NUMBERS = {
@@ -285,6 +285,29 @@ class NewSessionScreen(ModalScreen[dict | None]):
         self.show_group()
         self.update_plan()
         self.query_one("#name", Input).focus()
+        self._initial = self._form()
+
+    def _form(self) -> dict:
+        """What the form holds now: every field's value by its id."""
+        values = {}
+        for widget in self.query("Input, Select, Checkbox"):
+            if widget.id:
+                values[widget.id] = widget.value
+        return values
+
+    def action_cancel(self) -> None:
+        """Cancel; a form changed from how it opened is dropped only once the person says so."""
+        if self._form() == getattr(self, "_initial", None):
+            self.dismiss(None)
+            return
+        from .modals import ConfirmScreen
+
+        def decided(drop: bool | None) -> None:
+            if drop:
+                self.dismiss(None)
+
+        self.app.push_screen(ConfirmScreen("Drop this new session? What you filled in is lost."),
+                             decided)
 
     def on_resize(self) -> None:
         self._fit()
@@ -768,4 +791,4 @@ class NewSessionScreen(ModalScreen[dict | None]):
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
-        self.dismiss(None)
+        self.action_cancel()
