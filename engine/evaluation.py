@@ -160,9 +160,11 @@ class Evaluation:
         cursor, span = self.state["cursor"], self.span()
         units = batches[cursor:cursor + span]
         labels = ", ".join(repr(self.prompts[p]["label"]) for p, _ in units)
-        number = f"{cursor + 1}" if span == 1 else f"{cursor + 1}-{cursor + span}"
-        return (f"batch {number}/{len(batches)}: prompt{'s' if span > 1 else ''} {labels}, "
-                f"{len(units[0][1])} items × {self.k} samples")
+        number = f"batch {cursor + 1}" if span == 1 else f"batches {cursor + 1}-{cursor + span}"
+        items = len(units[0][1])
+        return (f"{number}/{len(batches)}: prompt{'s' if span > 1 else ''} {labels}, "
+                f"{items} item{'s' if items != 1 else ''} × {self.k} "
+                f"sample{'s' if self.k != 1 else ''}")
 
     def _relevance(self) -> bool:
         return self.judge == "conformity" and self.spec.get("kind") == "schwartz"

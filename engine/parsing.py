@@ -1044,6 +1044,9 @@ def usable_bullet(kept: str, bullet: str, fixed: str = "", min_words: int = 20,
                  text):
         raise ParseError("the new bullet talks about prompts instead of instructing the "
                          "assistant")
+    if re.search(r"(?i)\b(scores?|scored|judges?|aspects?|bullets?)\b", text):
+        raise ParseError("the new bullet talks about the evaluation instead of instructing "
+                         "the assistant")
     named = sorted(topic_words(query) & {w.lower() for w in re.findall(r"[A-Za-z]+", text)})
     if named:
         raise ParseError(f"the new bullet names this query's topic ({', '.join(named[:3])}); "

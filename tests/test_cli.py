@@ -155,3 +155,19 @@ def test_the_top_level_store_applies_to_every_command(tmp_path, fake_server):
                              check=True).stdout)
     assert [s["id"] for s in listing] == [out["session"]]
     assert not (ROOT / "s").exists()
+
+
+def test_the_progress_line_counts_the_judge_when_it_has_calls(capsys):
+    """A step of the held-out verdict names the judge's calls; a search step without them
+    keeps to the three roles."""
+    from promptarbor.tui.cli import _progress
+
+    _progress({"kind": "step_finished", "step": 5, "node": None,
+               "payload": {"label": "held-out evaluation",
+                           "calls": {"base": 15, "optimizer": 6, "evaluator": 10, "judge": 8}}})
+    _progress({"kind": "step_finished", "step": 1, "node": None,
+               "payload": {"label": "level 1", "calls": {"base": 1, "optimizer": 0,
+                                                         "evaluator": 1, "judge": 0}}})
+    first, second = capsys.readouterr().err.splitlines()
+    assert first.endswith("(calls: base 15, optimizer 6, evaluator 10, judge 8)")
+    assert second.endswith("(calls: base 1, optimizer 0, evaluator 1)")

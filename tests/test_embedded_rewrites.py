@@ -402,6 +402,17 @@ def test_a_bullet_about_the_prompt_is_refused(bullet):
         usable_bullet(KEPT, bullet, FIXED, 20)
 
 
+@pytest.mark.parametrize("bullet", [
+    FIXED + "there is no answer to the question of which aspect score is lowest.",
+    FIXED + "the judges give you a score of two out of five for this kind of reply.",
+    FIXED + "use the bullet that was sent and mark every other bullet with a letter.",
+])
+def test_a_bullet_about_the_evaluation_is_refused(bullet):
+    """What the small model wrote in quickstarts: about scores, judges and bullets."""
+    with pytest.raises(ParseError, match="evaluation"):
+        usable_bullet(KEPT, bullet, FIXED, 20)
+
+
 def test_a_bullet_naming_the_query_topic_is_refused_and_says_which_word():
     query = "How do I keep my tomato plants healthy through a dry summer?"
     assert {"tomato", "plants", "healthy", "summer"} <= topic_words(query)
@@ -689,9 +700,9 @@ def _span_at(evaluation, cursor):
 def test_describe_next_names_every_prompt_of_the_span():
     evaluation = Evaluation(_spec("aspects", 3, 3))
     line = evaluation.describe_next()
-    assert line.startswith("batch 1-3/3: prompts ")
+    assert line.startswith("batches 1-3/3: prompts ")
     assert all(repr(f"p{i}") in line for i in range(3))
-    assert "3 items × 1 samples" in line
+    assert line.endswith("3 items × 1 sample")
     single = Evaluation(_spec("aspects", 8, 2)).describe_next()
     assert single.startswith("batch 1/2: prompt 'p0',") and "'p1'" not in single
 

@@ -343,3 +343,13 @@ def test_candidates_ranked_and_enter_selects_in_tree(tmp_path, fake_server, fake
             await pilot.press("q")
     asyncio.run(scenario((80, 24)))
     asyncio.run(scenario((160, 45)))
+
+
+def test_a_bullet_of_the_embedded_optimizer_is_labelled_by_what_follows_its_fixed_start():
+    """Every bullet the embedded optimizer adds starts "When you answer, ": a label shows what
+    comes after it, so siblings cut to one width still differ."""
+    parent = "You are a helpful assistant."
+    first = change_summary(parent, parent + "\n\n- When you answer, keep replies short.")
+    second = change_summary(parent, parent + "\n\n- When you answer, give one example.")
+    assert first == "+ …keep replies short" and second == "+ …give one example"
+    assert change_summary(parent, parent + " When you answer,") == "+ When you answer"

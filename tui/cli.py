@@ -260,8 +260,9 @@ def _progress(event: dict) -> None:
     p = event["payload"]
     if kind == "step_finished":
         calls = p.get("calls", {})
-        print(f"step {event['step']}: {p['label']}  (calls: base {calls.get('base', 0)}, "
-              f"optimizer {calls.get('optimizer', 0)}, evaluator {calls.get('evaluator', 0)})",
+        roles = ["base", "optimizer", "evaluator"] + (["judge"] if calls.get("judge") else [])
+        counts = ", ".join(f"{role} {calls.get(role, 0)}" for role in roles)
+        print(f"step {event['step']}: {p['label']}  (calls: {counts})",
               file=sys.stderr, flush=True)
     elif kind in ("warning", "node_failed"):
         text = p.get("message") or p.get("error")

@@ -28,6 +28,7 @@ from textual.widgets import Input, Tree
 from textual.widgets._tree import TOGGLE_STYLE, TreeNode
 
 from ..text import head, number, safe, strip_escapes
+from promptarbor.engine.prompts.drpo import SMALL_BULLET_START
 
 ICONS = {"root": "◆", "beam": "●", "best": "★", "final": "◎", "expanded": "○", "pruned": "⌀",
          "failed": "✗", "accepted": "✓", "open": "·"}
@@ -117,7 +118,11 @@ def change_summary(old: str, new: str) -> str:
     if old and new.startswith(old) and not (old[-1].isalnum() and new[len(old):][:1].isalnum()):
         added = " ".join(new[len(old):].split())  # the common case: text added at the end
         if added:
-            return "+ " + (added.strip(_EDGE) or added)
+            added = added.strip(_EDGE) or added
+            if added.startswith(SMALL_BULLET_START) and len(added) > len(SMALL_BULLET_START):
+                # the embedded optimizer's bullets all start so: show what differs
+                added = "…" + added[len(SMALL_BULLET_START):]
+            return "+ " + added
     ta, tb = list(_TOKEN.finditer(old)), list(_TOKEN.finditer(new))
     a, b = [t.group() for t in ta], [t.group() for t in tb]
     if a == b:
