@@ -626,6 +626,8 @@ class SessionStore:
         return True
 
     def unlock(self, session_id: str) -> None:
+        """Give the session's lock back. A lock taken for a session that was never saved
+        (an unknown id asked for) leaves no lock file behind."""
         check_session_id(session_id)
         lock = self._locks.pop(session_id, None)
         if lock is not None:
@@ -633,6 +635,9 @@ class SessionStore:
                 lock.release()
             except OSError as exc:
                 raise self._unavailable(exc, f"cannot unlock session {session_id}") from None
+            if not self.path(session_id).exists():
+                with suppress(OSError):
+                    self.lock_path(session_id).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Release every lock this store holds (best effort: never raises)."""

@@ -171,3 +171,12 @@ def test_the_progress_line_counts_the_judge_when_it_has_calls(capsys):
     first, second = capsys.readouterr().err.splitlines()
     assert first.endswith("(calls: base 15, optimizer 6, evaluator 10, judge 8)")
     assert second.endswith("(calls: base 1, optimizer 0, evaluator 1)")
+
+
+def test_an_unknown_session_leaves_no_lock_file(tmp_path):
+    """`run --session` with an id the store does not hold: one line, exit 3, and no
+    <id>.lock left behind (the lock was taken to load it)."""
+    proc = cli("run", "--session", "zzz3", "--store", tmp_path / "s", timeout=60)
+    assert proc.returncode == 3 and "no session 'zzz3'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not list((tmp_path / "s").rglob("*.lock"))
