@@ -291,6 +291,12 @@ def test_picaco_final_worse_than_its_seed_is_said_so():
     snap["family"], snap["summary"]["evaluation"] = "drpo", {"metric": "aspects", "root": 2.4,
                                                              "final": 3.0}
     assert "root 2.4 → final 3 ▲" in status_bar.status_text(snap, 200).plain
+    # a higher final whose paired difference could be 0 is not shown as better
+    snap["summary"]["evaluation"]["delta"] = {"mean": 0.45, "ci": [-1.5, 1.9]}
+    text = status_bar.status_text(snap, 200).plain
+    assert "root 2.4 → final 3 ≈ no clear difference" in text and "▲" not in text
+    snap["summary"]["evaluation"]["delta"] = {"mean": 0.6, "ci": [0.2, 1.0]}
+    assert "root 2.4 → final 3 ▲" in status_bar.status_text(snap, 200).plain
 
 
 def test_progress_bar_and_eta_from_the_measured_rate():
