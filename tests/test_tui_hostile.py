@@ -429,7 +429,10 @@ def test_hostile_session_name_and_data_file_are_text(tmp_path, fake_server, fake
             preview = plain(wizard.query_one("#preview").content)
             assert "[/] [bold red]x[/]" in preview
             assert_no_escapes(shown_texts(app))
-            await pilot.press("escape")
+            await pilot.press("escape")  # the form was filled: it asks before dropping it
+            await wait_for(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen")
+            await pilot.press("y")
+            await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen))
             await pilot.press("enter")
             screen = await open_workbench(pilot)
             title = plain(screen.query_one("#title").content)
