@@ -20,7 +20,8 @@ KEYS = [
     ("1–6", "the detail's tabs: Prompt, Response, Reward, Critique, Diff, Calls"),
     ("z", "the active tab in full (every cut text whole), scrollable; escape back"),
     ("C", "candidates: every scored node ranked by reward (enter shows it in the tree)"),
-    ("/", "filter the tree: words, an id, or best final accepted beam pruned failed open (escape clears)"),
+    ("/", "filter the tree: words, an id, or best final accepted beam pruned failed open "
+          "expanded root human (escape clears)"),
     ("?", "these keys"),
     ("escape", "back to the browser (the session is saved; a run asks first)"),
     ("q", "back to the browser; opened directly on one session: quit"),

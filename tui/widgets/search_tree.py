@@ -36,7 +36,7 @@ MARK = "⚑"
 LEGEND = (f"{ICONS['best']} best so far · {ICONS['final']} final · {ICONS['accepted']} accepted · "
           f"{ICONS['beam']} in the beam (DRPO) / on the current MCTS path (VAPO) / on the best "
           f"path · {ICONS['root']} root · "
-          f"{ICONS['expanded']} expanded · {ICONS['open']} not scored yet · "
+          f"{ICONS['expanded']} scored · {ICONS['open']} not scored yet · "
           f"{ICONS['pruned']} pruned · {ICONS['failed']} failed")
 # words of a `/` filter that select by state rather than by text
 STATUS_WORDS = ("best", "final", "accepted", "beam", "pruned", "failed", "open", "expanded",
