@@ -588,3 +588,29 @@ def test_corrupt_evaluation_files_are_listed_and_never_crash(tmp_path):
 
     asyncio.run(scenario())
     assert (evals / "ebad00001.json").exists() and (evals / "ebad00002.json").exists()
+
+
+def test_a_reopened_session_shows_its_stored_events_in_the_log(tmp_path, fake_server, fake_key):
+    """`l` on a finished session opened again: the log holds its earlier events (its steps,
+    nodes and the end of the run), not an empty box."""
+    session_id = finished_session(tmp_path, fake_server)
+    stored = SessionStore(tmp_path / "store")
+    events = stored.load(session_id)["events"]
+    stored.close()
+
+    async def scenario():
+        app = PromptArborApp(tmp_path / "store", session_id)
+        async with app.run_test(size=SIZE) as pilot:
+            workbench = await open_workbench(pilot)
+            await pilot.press("l")
+            log = workbench.query_one("#log")
+            assert log.display
+            lines = [strip.text for strip in log.lines]
+            assert any("earlier events of this session" in line for line in lines)
+            assert any("run_finished" in line for line in lines)
+            assert sum("step_finished" in line for line in lines) >= 2
+            shown = sum(1 for e in events[-workbench.HISTORY:] if e.get("kind") != "call_started")
+            assert len(lines) >= shown  # every stored event, one line (or more when wrapped)
+            await pilot.press("q")
+
+    asyncio.run(scenario())

@@ -82,6 +82,8 @@ class WorkbenchScreen(Screen):
         Binding("z", "full_text", "full", priority=True),
     ]
 
+    HISTORY = 200  # stored events shown in the log when a session opens
+
     def __init__(self, session_id: str):
         super().__init__()
         self.session_id = session_id
@@ -95,6 +97,7 @@ class WorkbenchScreen(Screen):
         self._stop_compare = False
         self._preparing = False
         self._refresh_pending = False
+        self._history_shown = False         # the stored events written to the log once
         self._leaving = False               # escape / q: back to the browser once idle
         self.rate = CallRate()              # calls per second while the engine works: the ETA
         self._live = 0                      # calls answered since the snapshot (progress bar)
@@ -174,6 +177,42 @@ class WorkbenchScreen(Screen):
         if self.comparing is message.runner:
             self._compare_status(message.runner, message.calls)
 
+    @staticmethod
+    def log_line(event: dict) -> str | None:
+        """An event as one log line (None for the ones not logged)."""
+        kind = event.get("kind")
+        payload = event.get("payload")
+        payload = payload if isinstance(payload, dict) else {}
+        if kind == "call_finished":
+            line = (f"call {payload.get('role')} {payload.get('purpose')} node={event.get('node')} "
+                    f"{'cached' if payload.get('cached') else str(payload.get('latency')) + 's'}"
+                    f" tokens {payload.get('tokens_in')}/{payload.get('tokens_out')}")
+            if payload.get("error"):
+                line += f" ERROR {payload['error']}"
+            return line
+        if kind == "call_started":
+            return None
+        try:
+            shown = json.dumps(payload, ensure_ascii=False, default=str)[:300]
+        except (TypeError, ValueError):  # a circular or odd payload: still one log line
+            shown = repr(payload)[:300]
+        return f"{event.get('actor')} {kind} {event.get('node') or ''} " + shown
+
+    def _show_history(self) -> None:
+        """The session's stored events (its last HISTORY) in the log, once, when it opens:
+        a reopened session's log is not empty."""
+        if self._history_shown or not self.snap:
+            return
+        self._history_shown = True
+        events = (self.snap.get("session") or {}).get("events") or []
+        lines = [line for event in events[-self.HISTORY:] if isinstance(event, dict)
+                 for line in [self.log_line(event)] if line]
+        if lines:
+            log = self.query_one(RichLog)
+            log.write(safe(f"— {len(lines)} earlier events of this session —", style="dim"))
+            for line in lines:
+                log.write(safe(line))
+
     def handle_engine_event(self, event: dict) -> None:
         """Log line, failure notice, and a debounced refresh of the view."""
         kind = event["kind"]
@@ -185,18 +224,8 @@ class WorkbenchScreen(Screen):
             if not self._status_pending:
                 self._status_pending = True
                 self.set_timer(0.25, self._live_status)
-            line = (f"call {payload.get('role')} {payload.get('purpose')} node={event.get('node')} "
-                    f"{'cached' if payload.get('cached') else str(payload.get('latency')) + 's'}"
-                    f" tokens {payload.get('tokens_in')}/{payload.get('tokens_out')}")
-            if payload.get("error"):
-                line += f" ERROR {payload['error']}"
-        elif kind != "call_started":
-            try:
-                shown = json.dumps(payload, ensure_ascii=False, default=str)[:300]
-            except (TypeError, ValueError):  # a circular or odd payload: still one log line
-                shown = repr(payload)[:300]
-            line = f"{event.get('actor')} {kind} {event.get('node') or ''} " + shown
-        else:
+        line = self.log_line(event)
+        if line is None:
             return
         log.write(safe(line))
         if kind in ("node_failed",):
@@ -221,6 +250,7 @@ class WorkbenchScreen(Screen):
         app: PromptArborApp = self.app  # type: ignore[assignment]
         try:
             self.snap = await app.engine.run(app.view_of(self.runner))
+            self._show_history()
             self._live = 0
             self._prepare_pool_select()
             self._render_tree()
