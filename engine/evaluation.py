@@ -141,12 +141,10 @@ class Evaluation:
         samples add up to BATCH at most (a small evaluation compares root and final in one
         step, so a local model's parallel slots stay busy). Pairwise: one, since batches
         share the baseline's answers."""
-        batches = self.batches()
-        cursor = self.state["cursor"]
         if self.judge == "pairwise":
             return 1
         count, samples = 0, 0
-        for _, chunk in batches[cursor:]:
+        for _, chunk in self.batches()[self.state["cursor"]:]:
             samples += len(chunk) * self.k
             if count and samples > BATCH:
                 break

@@ -392,24 +392,22 @@ def test_a_bullet_repeating_itself_is_cut_back():
         "\n\n- " + FIXED + "keep every reply short and kind.")
 
 
-@pytest.mark.parametrize("bullet", [
-    FIXED + "follow the system prompt closely and give every reply in short clear steps.",
-    FIXED + "make this prompt better by asking for short clear steps in every reply you write.",
-    FIXED + "remember that your prompt asks for short clear steps in every reply you write.",
+@pytest.mark.parametrize("bullet, reason", [
+    (FIXED + "follow the system prompt closely and give every reply in short clear steps.",
+     "prompts"),
+    (FIXED + "make this prompt better by asking for short clear steps in every reply you write.",
+     "prompts"),
+    (FIXED + "remember that your prompt asks for short clear steps in every reply you write.",
+     "prompts"),
+    # what the small model wrote in quickstarts: about scores, judges and bullets
+    (FIXED + "there is no answer to the question of which aspect score is lowest.", "evaluation"),
+    (FIXED + "the judges give you a score of two out of five for this kind of reply.",
+     "evaluation"),
+    (FIXED + "use the bullet that was sent and mark every other bullet with a letter.",
+     "evaluation"),
 ])
-def test_a_bullet_about_the_prompt_is_refused(bullet):
-    with pytest.raises(ParseError, match="prompts"):
-        usable_bullet(KEPT, bullet, FIXED, 20)
-
-
-@pytest.mark.parametrize("bullet", [
-    FIXED + "there is no answer to the question of which aspect score is lowest.",
-    FIXED + "the judges give you a score of two out of five for this kind of reply.",
-    FIXED + "use the bullet that was sent and mark every other bullet with a letter.",
-])
-def test_a_bullet_about_the_evaluation_is_refused(bullet):
-    """What the small model wrote in quickstarts: about scores, judges and bullets."""
-    with pytest.raises(ParseError, match="evaluation"):
+def test_a_bullet_about_the_prompt_or_the_evaluation_is_refused(bullet, reason):
+    with pytest.raises(ParseError, match=reason):
         usable_bullet(KEPT, bullet, FIXED, 20)
 
 

@@ -152,7 +152,7 @@ def evaluation_text(snap: dict) -> Text | None:
         return out
     out.append(f"{start} {number(root, '.3g')} → final {number(final, '.3g')}", style="bold")
     if root is not None and final is not None and final > root + TIE:
-        ci = (ev.get("delta") or {}).get("ci") if isinstance(ev.get("delta"), dict) else None
+        ci = ev["delta"].get("ci") if isinstance(ev.get("delta"), dict) else None
         low = finite(ci[0]) if isinstance(ci, (list, tuple)) and ci else None
         if low is not None and low <= 0:  # the paired difference's interval holds 0
             out.append(" ≈ no clear difference", style="dim")
